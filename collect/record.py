@@ -411,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     g.add_argument("--workers", type=int, default=2, help="PNG writer threads (default 2)")
+    g.add_argument(
+        "--flush-every",
+        type=float,
+        default=1.0,
+        help="seconds between index flushes: the most work a kill -9 can lose (default 1)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
     return p
@@ -493,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             backend_kwargs=backend_kwargs,
             progress=not args.no_progress,
+            flush_every_s=args.flush_every,
             workers=args.workers,
         )
     except KeyboardInterrupt:
