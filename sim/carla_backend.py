@@ -1,0 +1,702 @@
+"""The CARLA backend: a CARLA 0.9.16 server behind the same `Backend` interface as the embedded world.
+
+Why it looks the way it does:
+- The `carla` client is imported lazily (inside `CarlaBackend`), so importing this module, and
+  everything else in `sim/`, works without it.
+- CARLA's frame is left-handed (y right, yaw clockwise); ours is right-handed. `from_carla` and
+  `to_carla` are the only places where the two meet.
+- Every tick is synchronous: `world.tick()`, then each sensor's queue is drained until it yields
+  the data of exactly that frame id, so RGB, labels and ego state always belong together.
+- Cleanup runs on every exit path and is ordered (stop sensors, destroy sensors, destroy vehicles
+  in one batch, restore the Traffic Manager and the world settings as found), because a client
+  that dies in synchronous mode leaves the server frozen for everyone else.
+
+Decoding, settings and coordinate conversion are pure functions, testable without a server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import queue
+import re
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sim.backend import BackendBase, BackendError
+from sim.tags import remap_legacy
+from sim.types import PRESET_NAMES, CameraFrame, CameraSpec, Control, EgoState, Observation, Weather
+
+if TYPE_CHECKING:
+    from scenarios.schema import Scenario
+
+__all__ = [
+    "CarlaBackend",
+    "SyncSettings",
+    "bgra_to_rgb",
+    "bgra_to_labels",
+    "from_carla",
+    "to_carla",
+    "camera_pose",
+    "lane_errors",
+    "sync_settings",
+    "parse_version",
+    "is_legacy_server",
+    "same_town",
+]
+
+INSTALL_HINT = "pip install 'laneloop[carla]' (the carla==0.9.16 client, Python 3.10-3.12)"
+EGO_BLUEPRINT = "vehicle.lincoln.mkz_2020"
+"""A fixed ego model, so that the camera height means the same thing across runs."""
+
+MAX_SUBSTEP_DT = 0.01
+"""CARLA's recommended upper bound for one physics substep (s)."""
+MAX_SUBSTEPS = 16
+"""CARLA refuses more substeps than this per tick."""
+
+# ----------------------------------------------------------------------------------------------
+# Pure functions: decoding, settings, coordinates (no server, no carla import)
+# ----------------------------------------------------------------------------------------------
+
+
+def _bgra(raw: bytes | bytearray | memoryview | np.ndarray, width: int, height: int) -> np.ndarray:
+    buf = np.frombuffer(raw, dtype=np.uint8) if not isinstance(raw, np.ndarray) else raw.reshape(-1)
+    if buf.size != width * height * 4:
+        raise BackendError(
+            f"camera buffer has {buf.size} bytes, expected {width}x{height}x4 = {width * height * 4} "
+            "(server and sensor attributes disagree)"
+        )
+    return buf.reshape(height, width, 4)
+
+
+def bgra_to_rgb(raw: bytes | bytearray | memoryview | np.ndarray, width: int, height: int) -> np.ndarray:
+    """CARLA's raw BGRA image buffer -> HxWx3 uint8 in RGB order (a copy, the buffer is reused)."""
+    return np.ascontiguousarray(_bgra(raw, width, height)[:, :, 2::-1])
+
+
+def bgra_to_labels(
+    raw: bytes | bytearray | memoryview | np.ndarray, width: int, height: int, legacy: bool = False
+) -> np.ndarray:
+    """A semantic-segmentation camera buffer -> HxW uint8 tag ids.
+
+    CARLA writes the tag into the red channel, which is index 2 of BGRA. Servers before 0.9.14
+    used another numbering; `legacy=True` maps it through the one table in `sim.tags`.
+    """
+    labels = np.ascontiguousarray(_bgra(raw, width, height)[:, :, 2])
+    return remap_legacy(labels) if legacy else labels
+
+
+def from_carla(x: float, y: float, z: float, yaw_deg: float) -> tuple[float, float, float, float]:
+    """CARLA (left-handed, yaw degrees clockwise) -> ours (right-handed, yaw radians counter-clockwise)."""
+    return float(x), -float(y), float(z), -math.radians(float(yaw_deg))
+
+
+def to_carla(x: float, y: float, z: float, yaw: float) -> tuple[float, float, float, float]:
+    """Ours -> CARLA; the exact inverse of `from_carla`."""
+    return float(x), -float(y), float(z), -math.degrees(float(yaw))
+
+
+def camera_pose(spec: CameraSpec) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """A camera's mounting in CARLA terms: ((x, y, z), (pitch, yaw, roll)) in metres and degrees.
+
+    Pitch needs no conversion: our convention is CARLA's (positive looks up).
+    """
+    x, y, z, yaw = to_carla(spec.x, spec.y, spec.z, math.radians(spec.yaw_deg))
+    return (x, y, z), (float(spec.pitch_deg), yaw, 0.0)
+
+
+def _wrap(angle: float) -> float:
+    return (angle + math.pi) % (2.0 * math.pi) - math.pi
+
+
+def lane_errors(
+    ego_x: float, ego_y: float, ego_yaw: float, lane_x: float, lane_y: float, lane_yaw: float
+) -> tuple[float, float]:
+    """(lateral offset, heading error) of the ego against a lane-centre point, in our frame.
+
+    Offset is metres to the left of the lane centre, heading error radians to the left of the lane
+    direction, wrapped to [-pi, pi).
+    """
+    dx, dy = ego_x - lane_x, ego_y - lane_y
+    lateral = -math.sin(lane_yaw) * dx + math.cos(lane_yaw) * dy
+    return lateral, _wrap(ego_yaw - lane_yaw)
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """The world settings the backend applies (the other fields are kept as found)."""
+
+    synchronous_mode: bool
+    fixed_delta_seconds: float
+    substepping: bool
+    max_substep_delta_time: float
+    max_substeps: int
+    no_rendering_mode: bool = False
+
+
+def sync_settings(dt: float) -> SyncSettings:
+    """Synchronous settings for a tick of `dt` seconds that satisfy CARLA's substepping rule.
+
+    CARLA requires fixed_delta_seconds <= max_substep_delta_time * max_substeps with at most 16
+    substeps; physics stays stable with substeps of at most 0.01 s, so the substep is 0.01 s
+    while that fits and grows only when dt needs more than 16 of them.
+    """
+    if not (dt > 0.0 and math.isfinite(dt)):
+        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
+    substeps = max(1, math.ceil(dt / MAX_SUBSTEP_DT - 1e-9))
+    if substeps <= MAX_SUBSTEPS:
+        delta = MAX_SUBSTEP_DT
+    else:
+        substeps = MAX_SUBSTEPS
+        # Round up in the 6th decimal so that floating point never breaks the rule.
+        delta = math.ceil(dt / MAX_SUBSTEPS * 1e6) / 1e6
+    return SyncSettings(
+        synchronous_mode=True,
+        fixed_delta_seconds=float(dt),
+        substepping=True,
+        max_substep_delta_time=delta,
+        max_substeps=substeps,
+    )
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """'0.9.16', '0.9.13-dirty', '0.9.15.2' -> (major, minor, patch); None if unrecognised."""
+    m = re.search(r"(\d+)\.(\d+)\.(\d+)", text or "")
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def is_legacy_server(version: str) -> bool:
+    """True for servers older than 0.9.14, which number the semantic tags differently."""
+    v = parse_version(version)
+    return v is not None and v < (0, 9, 14)
+
+
+def same_town(map_name: str, town: str) -> bool:
+    """Whether the loaded map ('Carla/Maps/Town10HD_Opt') is the scenario's town ('Town10HD')."""
+
+    def base(name: str) -> str:
+        name = name.rsplit("/", 1)[-1]
+        return name[: -len("_Opt")] if name.endswith("_Opt") else name
+
+    return base(map_name).lower() == base(town).lower()
+
+
+# ----------------------------------------------------------------------------------------------
+# The backend
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Camera:
+    spec: CameraSpec
+    rgb: Any
+    semantic: Any
+    rgb_queue: queue.Queue
+    semantic_queue: queue.Queue
+
+
+def _import_carla() -> Any:
+    try:
+        import carla  # lazy on purpose: the embedded default never needs it
+    except ImportError as e:
+        raise BackendError(f"the CARLA client is not installed ({INSTALL_HINT})") from e
+    return carla
+
+
+class CarlaBackend(BackendBase):
+    """A CARLA server driven synchronously: one `step()` is one `world.tick()` of `scenario.dt`.
+
+    Connects in the constructor, so that an unreachable server fails before any output is
+    written. `carla_module` replaces the real client module (tests use a stand-in world).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 2000,
+        tm_port: int = 8000,
+        timeout: float = 10.0,
+        legacy_tags: bool | None = None,
+        sensor_timeout: float | None = None,
+        carla_module: Any = None,
+    ) -> None:
+        self.host, self.port, self.tm_port, self.timeout = host, int(port), int(tm_port), float(timeout)
+        self.sensor_timeout = float(sensor_timeout) if sensor_timeout is not None else self.timeout
+        self._carla = carla_module if carla_module is not None else _import_carla()
+        self._closed = False
+        self._dead = False  # the server stopped answering: skip further calls during cleanup
+        self._world: Any = None
+        self._map: Any = None
+        self._tm: Any = None
+        self._found_settings: Any = None
+        self._applied_dt: float | None = None
+        self._ego: Any = None
+        self._ego_spawn_index: int | None = None
+        self._cameras: list[_Camera] = []
+        self._collision_sensor: Any = None
+        self._collisions: list[int] = []
+        self._collision_lock = threading.Lock()
+        self._npc_ids: list[int] = []
+        self._walker_ids: list[int] = []
+        self._walker_controllers: list[Any] = []
+        self._scenario: Scenario | None = None
+        self._frame = -1
+        self._episode_frame = 0
+        self._weather: Weather | None = None
+        self._autopilot: bool | None = None
+        self._last_xy: tuple[float, float] | None = None
+        self._distance = 0.0
+        self._prev_sigterm: Any = None
+        self._sigterm_installed = False
+
+        carla = self._carla
+        self._client = carla.Client(self.host, self.port)
+        self._client.set_timeout(self.timeout)
+        try:
+            self.server_version = str(self._client.get_server_version())
+            self._world = self._client.get_world()
+        except RuntimeError as e:
+            raise BackendError(
+                f"cannot reach the CARLA server at {self.host}:{self.port} within {self.timeout:g} s "
+                "(start it, e.g. ./CarlaUE4.sh -RenderOffScreen, or check --host/--port/--timeout)"
+            ) from e
+        self.client_version = str(self._client.get_client_version())
+        if parse_version(self.client_version) != parse_version(self.server_version):
+            warnings.warn(
+                f"CARLA client {self.client_version} and server {self.server_version} differ "
+                "(install the client that matches the server: pip install carla==<server version>)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.legacy_tags = is_legacy_server(self.server_version) if legacy_tags is None else bool(legacy_tags)
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def reset(self, scenario: Scenario, seed: int | None = None) -> Observation:
+        """Start an episode: the town, synchronous mode, weather, ego, cameras, traffic; first frame."""
+        if self._closed:
+            raise BackendError("the CARLA backend is closed (make a new one)")
+        seed = scenario.seed if seed is None else int(seed)
+        rng = np.random.default_rng(seed)
+        self._install_sigterm()
+        with self._server_errors():
+            self._destroy_actors()
+            self._load_town(scenario.town)
+            self._apply_sync(scenario.dt)
+            self._setup_traffic_manager(seed)
+            self._scenario = scenario
+            self._episode_frame = 0
+            self._weather = None
+            self._set_weather(scenario.weather_at(0))
+            self._spawn_ego(scenario, rng)
+            self._spawn_cameras(scenario.cameras)
+            self._spawn_npcs(scenario, rng, seed)
+            self._autopilot = None
+            self._set_autopilot(True)
+            self._distance = 0.0
+            self._last_xy = None
+            return self._tick()
+
+    def step(self, control: Control | None = None) -> Observation:
+        """Advance one dt: the Traffic Manager drives when `control` is None, else `control` does."""
+        if self._closed:
+            raise BackendError("the CARLA backend is closed (make a new one)")
+        if self._ego is None or self._scenario is None:
+            raise BackendError("step() before reset() (call reset(scenario) first)")
+        carla = self._carla
+        with self._server_errors():
+            if control is None:
+                self._set_autopilot(True)
+            else:
+                self._set_autopilot(False)
+                c = control.clipped()
+                self._ego.apply_control(
+                    carla.VehicleControl(
+                        throttle=float(c.throttle), steer=float(c.steer), brake=float(c.brake),
+                        hand_brake=bool(c.hand_brake), reverse=bool(c.reverse),
+                    )
+                )
+            self._episode_frame += 1
+            self._set_weather(self._scenario.weather_at(self._episode_frame))
+            return self._tick()
+
+    def close(self) -> None:
+        """Leave the server as found. Idempotent; safe from a KeyboardInterrupt handler.
+
+        Ctrl-C and SIGTERM arriving during cleanup are held back until it has finished, then
+        re-raised as KeyboardInterrupt.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        with _signals_deferred():
+            self._destroy_actors()
+            self._restore_settings()
+            self._restore_sigterm()
+
+    # -- episode setup ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _server_errors(self) -> Iterator[None]:
+        """Turn the client's RuntimeErrors into one-line BackendErrors that name the server."""
+        try:
+            yield
+        except BackendError:
+            raise
+        except RuntimeError as e:
+            raise BackendError(
+                f"CARLA server at {self.host}:{self.port} failed: {str(e).splitlines()[0] if str(e) else e!r}"
+                " (is the server still running? rerun with a larger --timeout if it is slow)"
+            ) from e
+
+    def _load_town(self, town: str) -> None:
+        current = self._world.get_map().name
+        if not same_town(current, town):
+            available = [m.rsplit("/", 1)[-1] for m in self._client.get_available_maps()]
+            if not any(same_town(m, town) for m in available):
+                raise BackendError(
+                    f"town {town!r} is not on the CARLA server (available: {', '.join(sorted(available))})"
+                )
+            if self._found_settings is None:
+                self._found_settings = self._world.get_settings()
+            # Keep the settings across the load: they are restored exactly as found at close().
+            self._world = self._client.load_world(town, False)
+            self._applied_dt = None
+        self._map = self._world.get_map()
+
+    def _apply_sync(self, dt: float) -> None:
+        if self._found_settings is None:
+            self._found_settings = self._world.get_settings()
+        if self._applied_dt == dt:
+            return
+        wanted = sync_settings(dt)
+        settings = self._world.get_settings()
+        for name, value in dataclasses.asdict(wanted).items():
+            setattr(settings, name, value)
+        self._world.apply_settings(settings)
+        self._applied_dt = dt
+
+    def _setup_traffic_manager(self, seed: int) -> None:
+        self._tm = self._client.get_trafficmanager(self.tm_port)
+        self._tm.set_synchronous_mode(True)
+        self._tm.set_random_device_seed(int(seed))
+
+    def _set_weather(self, weather: Weather) -> None:
+        """By CARLA preset when the weather is an unchanged named preset, else by parameters.
+
+        'Default' means ClearNoon in this project, not CARLA's 'keep the map's weather', so it
+        goes by parameters.
+        """
+        if weather == self._weather:
+            return
+        carla = self._carla
+        named = weather.name in PRESET_NAMES and weather.name != "Default"
+        if named and weather == Weather.preset(weather.name):
+            params = getattr(carla.WeatherParameters, weather.name)
+        else:
+            params = carla.WeatherParameters(**{k: getattr(weather, k) for k in Weather.field_names()})
+        self._world.set_weather(params)
+        self._weather = weather
+
+    def _spawn_ego(self, scenario: Scenario, rng: np.random.Generator) -> None:
+        carla = self._carla
+        points = list(self._map.get_spawn_points())
+        if not points:
+            raise BackendError(f"town {scenario.town!r} has no spawn points (choose another town)")
+        library = self._world.get_blueprint_library()
+        found = library.filter(EGO_BLUEPRINT)
+        bp = found[0] if len(found) else sorted(library.filter("vehicle.*"), key=lambda b: b.id)[0]
+        if bp.has_attribute("role_name"):
+            bp.set_attribute("role_name", "hero")
+        if scenario.ego_spawn is not None:
+            first = scenario.ego_spawn % len(points)
+        else:
+            first = int(rng.integers(len(points)))
+        self._ego_spawn_index = None
+        for k in range(len(points)):
+            index = (first + k) % len(points)
+            actor = self._world.try_spawn_actor(bp, points[index])
+            if actor is not None:
+                self._ego = actor
+                self._ego_spawn_index = index
+                break
+        if self._ego is None:
+            raise BackendError(f"no free spawn point for the ego in {scenario.town!r} (fewer NPCs?)")
+        # Collision sensor: events arrive on the client's thread; keep only their frame ids.
+        cbp = library.find("sensor.other.collision")
+        self._collision_sensor = self._world.spawn_actor(
+            cbp, carla.Transform(), attach_to=self._ego
+        )
+        with self._collision_lock:
+            self._collisions = []
+        self._collision_sensor.listen(self._on_collision)
+
+    def _on_collision(self, event: Any) -> None:
+        with self._collision_lock:
+            self._collisions.append(int(event.frame))
+
+    def _spawn_cameras(self, specs: tuple[CameraSpec, ...]) -> None:
+        """An RGB and a semantic camera per spec, with the same transform, size and FOV."""
+        carla = self._carla
+        for spec in specs:
+            (x, y, z), (pitch, yaw, roll) = camera_pose(spec)
+            transform = carla.Transform(
+                carla.Location(x=x, y=y, z=z), carla.Rotation(pitch=pitch, yaw=yaw, roll=roll)
+            )
+            cam = _Camera(spec, None, None, queue.Queue(), queue.Queue())
+            # Registered before each spawn returns, so an interrupt right now still cleans up.
+            self._cameras.append(cam)
+            cam.rgb = self._spawn_camera("sensor.camera.rgb", spec, transform)
+            cam.semantic = self._spawn_camera("sensor.camera.semantic_segmentation", spec, transform)
+            cam.rgb.listen(cam.rgb_queue.put)
+            cam.semantic.listen(cam.semantic_queue.put)
+
+    def _spawn_camera(self, kind: str, spec: CameraSpec, transform: Any) -> Any:
+        carla = self._carla
+        bp = self._world.get_blueprint_library().find(kind)
+        bp.set_attribute("image_size_x", str(spec.width))
+        bp.set_attribute("image_size_y", str(spec.height))
+        bp.set_attribute("fov", str(spec.fov_deg))
+        bp.set_attribute("sensor_tick", "0.0")
+        return self._world.spawn_actor(
+            bp, transform, attach_to=self._ego, attachment_type=carla.AttachmentType.Rigid
+        )
+
+    def _spawn_npcs(self, scenario: Scenario, rng: np.random.Generator, seed: int) -> None:
+        carla = self._carla
+        library = self._world.get_blueprint_library()
+        points = [p for i, p in enumerate(self._map.get_spawn_points()) if i != self._ego_spawn_index]
+        order = rng.permutation(len(points))
+        cars = sorted(
+            (b for b in library.filter("vehicle.*")
+             if not b.has_attribute("number_of_wheels") or b.get_attribute("number_of_wheels").as_int() == 4),
+            key=lambda b: b.id,
+        )
+        n = min(scenario.npc_vehicles, len(points))
+        if n and cars:
+            batch = []
+            for i in range(n):
+                bp = cars[int(rng.integers(len(cars)))]
+                if bp.has_attribute("role_name"):
+                    bp.set_attribute("role_name", "autopilot")
+                batch.append(
+                    carla.command.SpawnActor(bp, points[int(order[i])]).then(
+                        carla.command.SetAutopilot(carla.command.FutureActor, True, self.tm_port)
+                    )
+                )
+            for response in self._client.apply_batch_sync(batch, True):
+                if not response.error:
+                    self._npc_ids.append(response.actor_id)
+        if scenario.npc_walkers:
+            self._spawn_walkers(scenario.npc_walkers, rng, seed)
+
+    def _spawn_walkers(self, count: int, rng: np.random.Generator, seed: int) -> None:
+        carla = self._carla
+        library = self._world.get_blueprint_library()
+        self._world.set_pedestrians_seed(int(seed))
+        walkers = sorted(library.filter("walker.pedestrian.*"), key=lambda b: b.id)
+        if not walkers:
+            return
+        batch = []
+        for _ in range(count):
+            loc = self._world.get_random_location_from_navigation()
+            if loc is None:
+                continue
+            bp = walkers[int(rng.integers(len(walkers)))]
+            if bp.has_attribute("is_invincible"):
+                bp.set_attribute("is_invincible", "false")
+            batch.append(carla.command.SpawnActor(bp, carla.Transform(loc)))
+        ids = [r.actor_id for r in self._client.apply_batch_sync(batch, True) if not r.error]
+        self._walker_ids.extend(ids)
+        ctrl_bp = library.find("controller.ai.walker")
+        ctrl_batch = [carla.command.SpawnActor(ctrl_bp, carla.Transform(), wid) for wid in ids]
+        ctrl_ids = [r.actor_id for r in self._client.apply_batch_sync(ctrl_batch, True) if not r.error]
+        self._walker_ids.extend(ctrl_ids)
+        self._world.tick(self.timeout)
+        for ctrl in self._world.get_actors(ctrl_ids):
+            self._walker_controllers.append(ctrl)
+            ctrl.start()
+            target = self._world.get_random_location_from_navigation()
+            if target is not None:
+                ctrl.go_to_location(target)
+            ctrl.set_max_speed(1.2 + 0.4 * float(rng.random()))
+
+    def _set_autopilot(self, on: bool) -> None:
+        if self._autopilot == on:
+            return
+        self._ego.set_autopilot(on, self.tm_port)
+        if on and self._scenario is not None:
+            self._tm.set_desired_speed(self._ego, self._scenario.target_speed * 3.6)  # km/h
+        self._autopilot = on
+
+    # -- per tick ---------------------------------------------------------------------------------
+
+    def _tick(self) -> Observation:
+        frame = int(self._world.tick(self.timeout))
+        first_time: float | None = None
+        cameras: dict[str, CameraFrame] = {}
+        for cam in self._cameras:
+            rgb_data = self._retrieve(cam.rgb_queue, frame, f"{cam.spec.name}.rgb")
+            sem_data = self._retrieve(cam.semantic_queue, frame, f"{cam.spec.name}.semantic")
+            w, h = cam.spec.width, cam.spec.height
+            cameras[cam.spec.name] = CameraFrame(
+                spec=cam.spec,
+                rgb=bgra_to_rgb(rgb_data.raw_data, w, h),
+                labels=bgra_to_labels(sem_data.raw_data, w, h, legacy=self.legacy_tags),
+            )
+            if first_time is None:
+                first_time = float(rgb_data.timestamp)
+        if first_time is None:
+            first_time = float(self._world.get_snapshot().timestamp.elapsed_seconds)
+        ego = self._ego_state(frame)
+        self._frame = frame
+        return Observation(
+            frame=frame, sim_time=first_time, ego=ego, cameras=cameras,
+            weather=self._weather.name if self._weather else "",
+            town=self._scenario.town if self._scenario else "",
+        )
+
+    def _retrieve(self, q: queue.Queue, frame: int, sensor: str) -> Any:
+        """Drain one sensor's queue until it yields `frame`; older data is stale and dropped."""
+        deadline = time.monotonic() + self.sensor_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                data = q.get(timeout=max(remaining, 0.0)) if remaining > 0 else q.get_nowait()
+            except queue.Empty:
+                raise BackendError(
+                    f"sensor {sensor!r} sent no data for frame {frame} within {self.sensor_timeout:g} s "
+                    "(server overloaded or sensor lost; try a larger --timeout)"
+                ) from None
+            if data.frame == frame:
+                return data
+            if data.frame > frame:
+                raise BackendError(
+                    f"sensor {sensor!r} skipped frame {frame} (got frame {data.frame}; "
+                    "is another client ticking this server?)"
+                )
+
+    def _ego_state(self, frame: int) -> EgoState:
+        carla = self._carla
+        tf = self._ego.get_transform()
+        x, y, z, yaw = from_carla(tf.location.x, tf.location.y, tf.location.z, tf.rotation.yaw)
+        v = self._ego.get_velocity()
+        speed = math.sqrt(v.x * v.x + v.y * v.y + v.z * v.z)
+        if self._last_xy is not None:
+            self._distance += math.hypot(x - self._last_xy[0], y - self._last_xy[1])
+        self._last_xy = (x, y)
+        lane_id = lane_width = offset = heading = None
+        wp = self._map.get_waypoint(tf.location, True, carla.LaneType.Driving)
+        if wp is not None:
+            wtf = wp.transform
+            lx, ly, _, lyaw = from_carla(wtf.location.x, wtf.location.y, wtf.location.z, wtf.rotation.yaw)
+            offset, heading = lane_errors(x, y, yaw, lx, ly, lyaw)
+            lane_id, lane_width = int(wp.lane_id), float(wp.lane_width)
+        with self._collision_lock:
+            collision = any(f <= frame for f in self._collisions)
+            self._collisions = [f for f in self._collisions if f > frame]
+        return EgoState(
+            x=x, y=y, z=z, yaw=yaw, speed=speed, steer=float(self._ego.get_control().steer),
+            lane_id=lane_id, lane_width=lane_width, lateral_offset=offset, heading_error=heading,
+            distance=self._distance, collision=collision,
+        )
+
+    # -- cleanup ----------------------------------------------------------------------------------
+
+    def _attempt(self, what: str, fn: Callable[[], Any]) -> None:
+        """Run one cleanup step; a failure is reported and the next step still runs."""
+        if self._dead:
+            return
+        try:
+            fn()
+        except RuntimeError as e:
+            if "time-out" in str(e) or "timeout" in str(e).lower():
+                self._dead = True  # each further call would wait a full timeout too
+            warnings.warn(f"CARLA cleanup: {what} failed ({e})", RuntimeWarning, stacklevel=3)
+
+    def _destroy_actors(self) -> None:
+        """Stop sensors, destroy sensors, then destroy the ego and NPCs in one batch."""
+        carla = self._carla
+        sensors = [s for cam in self._cameras for s in (cam.rgb, cam.semantic) if s is not None]
+        if self._collision_sensor is not None:
+            sensors.append(self._collision_sensor)
+        self._cameras, self._collision_sensor = [], None
+        for s in sensors:
+            self._attempt(f"stopping sensor {s.id}", s.stop)
+        for s in sensors:
+            self._attempt(f"destroying sensor {s.id}", s.destroy)
+        controllers, self._walker_controllers = self._walker_controllers, []
+        for c in controllers:
+            self._attempt(f"stopping walker controller {c.id}", c.stop)
+        ids = list(self._walker_ids) + list(self._npc_ids)
+        if self._ego is not None:
+            ids.append(self._ego.id)
+        self._walker_ids, self._npc_ids, self._ego, self._autopilot = [], [], None, None
+        if ids:
+            self._attempt(
+                f"destroying {len(ids)} actors",
+                lambda: self._client.apply_batch_sync([carla.command.DestroyActor(i) for i in ids], False),
+            )
+
+    def _restore_settings(self) -> None:
+        """Put the Traffic Manager and the world back in the mode found at the first reset.
+
+        The TM cannot be asked for its mode; it can only be synchronous along with the world, so
+        it is set to the world's found mode.
+        """
+        found = self._found_settings
+        if found is None:
+            return
+        if self._tm is not None:
+            self._attempt("restoring the Traffic Manager's mode",
+                          lambda: self._tm.set_synchronous_mode(bool(found.synchronous_mode)))
+        self._attempt("restoring the world settings", lambda: self._world.apply_settings(found))
+        self._found_settings = None
+        self._applied_dt = None
+
+    def _install_sigterm(self) -> None:
+        """Turn SIGTERM into KeyboardInterrupt, so the caller's Ctrl-C cleanup also runs for it."""
+        if self._sigterm_installed or threading.current_thread() is not threading.main_thread():
+            return
+        prev = signal.getsignal(signal.SIGTERM)
+        if prev not in (signal.SIG_DFL, None):
+            return  # the application handles SIGTERM itself
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        self._prev_sigterm, self._sigterm_installed = prev, True
+
+    def _restore_sigterm(self) -> None:
+        if self._sigterm_installed and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._prev_sigterm)
+            self._sigterm_installed = False
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back while cleanup runs; re-raise as KeyboardInterrupt afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in sigs}
+    for s in sigs:
+        signal.signal(s, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+    if caught:
+        raise KeyboardInterrupt(f"signal {signal.Signals(caught[0]).name} during cleanup")
