@@ -248,8 +248,10 @@ class CarlaBackend(BackendBase):
         self._walker_ids: list[int] = []
         self._walker_controllers: list[Any] = []
         self._scenario: Scenario | None = None
-        self._frame = -1
+        self.server_frame = -1
+        """The server's frame id of the last observation (Observation.frame counts from reset)."""
         self._episode_frame = 0
+        self._episode_t0: float | None = None
         self._weather: Weather | None = None
         self._autopilot: bool | None = None
         self._last_xy: tuple[float, float] | None = None
@@ -294,6 +296,7 @@ class CarlaBackend(BackendBase):
             self._setup_traffic_manager(seed)
             self._scenario = scenario
             self._episode_frame = 0
+            self._episode_t0 = None
             self._weather = None
             self._set_weather(scenario.weather_at(0))
             self._spawn_ego(scenario, rng)
@@ -540,6 +543,12 @@ class CarlaBackend(BackendBase):
     # -- per tick ---------------------------------------------------------------------------------
 
     def _tick(self) -> Observation:
+        """One world tick and its frame-matched data.
+
+        Observation.frame and sim_time count from the reset, as in the embedded backend, so
+        that `scenario.is_done(obs.frame, ...)` means the same everywhere; the server's frame
+        id stays in `server_frame`.
+        """
         frame = int(self._world.tick(self.timeout))
         first_time: float | None = None
         cameras: dict[str, CameraFrame] = {}
@@ -557,9 +566,11 @@ class CarlaBackend(BackendBase):
         if first_time is None:
             first_time = float(self._world.get_snapshot().timestamp.elapsed_seconds)
         ego = self._ego_state(frame)
-        self._frame = frame
+        self.server_frame = frame
+        if self._episode_t0 is None:
+            self._episode_t0 = first_time
         return Observation(
-            frame=frame, sim_time=first_time, ego=ego, cameras=cameras,
+            frame=self._episode_frame, sim_time=first_time - self._episode_t0, ego=ego, cameras=cameras,
             weather=self._weather.name if self._weather else "",
             town=self._scenario.town if self._scenario else "",
         )

@@ -1,0 +1,1 @@
+"""The embedded simulator: procedural towns, traffic and a CPU renderer (the default backend)."""
