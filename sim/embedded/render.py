@@ -183,7 +183,6 @@ class CameraRenderer:
                weather: Weather, frame: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """RGB (HxWx3 uint8) and tag ids (HxW uint8) seen from the ego pose."""
         self._set_weather(weather)
-        spec = self.spec
         r_wc, c = self.pose(x, y, yaw)
         img = self.background.copy()
         self._ground(img, r_wc, c)
