@@ -120,6 +120,18 @@ def test_versions_and_towns():
     assert not cb.same_town("Carla/Maps/Town03", "Town04")
 
 
+def test_weather_presets_match_real_carla():
+    """The backend sends named presets by name: our values must be CARLA's."""
+    from sim.types import PRESET_NAMES
+
+    for name in PRESET_NAMES:
+        if name == "Default":
+            continue
+        ours, theirs = Weather.preset(name), getattr(carla.WeatherParameters, name)
+        for field in Weather.field_names():
+            assert getattr(theirs, field) == pytest.approx(getattr(ours, field), abs=1e-4), (name, field)
+
+
 def test_unreachable_server_fails_within_timeout_with_one_line():
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
@@ -212,10 +224,10 @@ def test_reset_applies_sync_settings_tm_and_spawns_hero_with_aligned_cameras():
         assert rgb[0]._transform == sem[0]._transform
         assert rgb[0].attributes["image_size_x"] == "32" and sem[0].attributes["fov"] == "90.0"
         assert len(server.vehicles()) == 1 + 3
-        assert obs.frame == server.frame
+        assert obs.frame == 0 and obs.sim_time == 0.0 and b.server_frame == server.frame
         cam = obs.cameras["front"]
         assert cam.rgb.shape == (16, 32, 3) and cam.labels.shape == (16, 32)
-        assert cam.rgb[0, 0].tolist() == [obs.frame % 256, 20, 10]
+        assert cam.rgb[0, 0].tolist() == [server.frame % 256, 20, 10]
         assert set(np.unique(cam.labels)) == {ROAD, SKY, ROAD_LINE}
         assert obs.town == "Town03" and obs.weather == "ClearNoon"
         assert server.weather == standin.WeatherParameters.ClearNoon
@@ -229,12 +241,13 @@ def test_sensors_matched_by_frame_id_with_stale_and_late_data():
         server.faults[standin.SEM_KIND] = "stale"  # the previous frame's data arrives first
         server.faults[standin.RGB_KIND] = "stale"
         obs = b.step()
-        assert obs.frame == server.frame and obs.camera.rgb[0, 0, 0] == obs.frame % 256
+        assert obs.frame == 1 and b.server_frame == server.frame
+        assert obs.camera.rgb[0, 0, 0] == server.frame % 256
         server.faults[standin.SEM_KIND] = "late"  # arrives after tick() has returned
         t0 = time.monotonic()
         obs = b.step()
         assert time.monotonic() - t0 >= 0.1
-        assert obs.frame == server.frame and ROAD_LINE in obs.camera.labels
+        assert obs.frame == 2 and b.server_frame == server.frame and ROAD_LINE in obs.camera.labels
 
 
 def test_dropped_frame_raises_naming_the_sensor_then_cleans_up():
@@ -340,7 +353,7 @@ def test_ego_state_lane_offset_distance_collision_and_manual_control():
         obs2 = b.step()
         assert obs2.ego.distance == pytest.approx(5.0 * 0.05)  # autopilot 5 m/s for one dt
         assert obs2.ego.speed == pytest.approx(5.0) and not obs2.ego.collision
-        assert obs2.sim_time == pytest.approx(obs.sim_time + 0.05)
+        assert obs2.frame == 1 and obs2.sim_time == pytest.approx(0.05)
         server.collide_next_tick = True
         assert b.step().ego.collision
         assert not b.step().ego.collision
@@ -436,10 +449,11 @@ def test_live_carla_server():
     with cb.CarlaBackend(host=host, port=port, tm_port=tm_port, timeout=30.0) as b:
         found_sync = b._world.get_settings().synchronous_mode
         obs = b.reset(scenario(npc_vehicles=5), seed=1)
-        frames = [obs.frame]
+        frames = [b.server_frame]
         for i in range(40):
             obs = b.step(None if i < 30 else Control(throttle=0.3))
-            frames.append(obs.frame)
+            frames.append(b.server_frame)
+            assert obs.frame == i + 1 and obs.sim_time == pytest.approx((i + 1) * 0.05, abs=1e-3)
             assert obs.camera.rgb.shape == (16, 32, 3) and obs.camera.labels.max() <= 28
         assert frames == list(range(frames[0], frames[0] + len(frames)))
         assert obs.ego.lane_id is not None and obs.ego.distance > 0.0
