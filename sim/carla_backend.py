@@ -302,8 +302,11 @@ class CarlaBackend(BackendBase):
             self._spawn_ego(scenario, rng)
             self._spawn_cameras(scenario.cameras)
             self._spawn_npcs(scenario, rng, seed)
+            # A warm-up tick: sensors spawned just before a tick may miss it; its data is stale
+            # by the next one and gets drained. The ego stands still until the first step()
+            # says who drives, as in the embedded backend.
+            self._world.tick(self.timeout)
             self._autopilot = None
-            self._set_autopilot(True)
             self._distance = 0.0
             self._last_xy = None
             return self._tick()

@@ -558,7 +558,9 @@ class Server:
         actor = Actor(self, self._next_id, bp, transform, parent)
         self._next_id += 1
         self.actors[actor.id] = actor
-        self.log.append(f"spawn {actor.id} {bp.id}" + (f" on {parent.id}" if parent is not None else ""))
+        loc = transform.location
+        where = f" on {parent.id}" if parent is not None else f" at {loc.x:.1f},{loc.y:.1f}"
+        self.log.append(f"spawn {actor.id} {bp.id}{where}")
         return actor
 
     def remove(self, actor_id: int) -> bool:

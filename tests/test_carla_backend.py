@@ -218,7 +218,7 @@ def test_reset_applies_sync_settings_tm_and_spawns_hero_with_aligned_cameras():
         assert "tm.sync True port=8123" in server.log and server.tm_seed == 11
         assert not any(e.startswith("load_world") for e in server.log)  # Town03 already loaded
         hero = [a for a in server.vehicles() if a.attributes.get("role_name") == "hero"]
-        assert len(hero) == 1 and hero[0]._autopilot
+        assert len(hero) == 1 and not hero[0]._autopilot  # who drives is said by step()
         rgb, sem = server.sensors(standin.RGB_KIND), server.sensors(standin.SEM_KIND)
         assert len(rgb) == len(sem) == 1 and rgb[0].parent is sem[0].parent is hero[0]
         assert rgb[0]._transform == sem[0]._transform
@@ -368,8 +368,9 @@ def test_ego_state_lane_offset_distance_collision_and_manual_control():
 def test_occupied_spawn_point_moves_on_and_seeded_random_spawn_repeats():
     server = standin.Server(occupied=2)
     with backend(server) as b:
-        # Spawn points 0 and 1 are taken: the ego starts at point 2 (x = 20 m), one tick driven.
-        assert b.reset(scenario(ego_spawn=0, npc_vehicles=0)).ego.x == pytest.approx(20.0 + 0.25)
+        # Spawn points 0 and 1 are taken: the ego starts at point 2 (x = 20 m).
+        obs = b.reset(scenario(ego_spawn=0, npc_vehicles=0))
+        assert obs.ego.x == pytest.approx(20.0) and obs.ego.speed == 0.0
     xs = []
     for _ in range(2):
         with backend(standin.Server()) as b:
@@ -427,6 +428,31 @@ def test_server_dies_mid_run_clear_error_and_close_does_not_hang():
         b.close()
     assert time.monotonic() - t0 < 1.0
     b.close()
+
+
+def test_backend_protocol_contract_on_standin():
+    """The checks every backend passes: types, shapes, tag ids, frame counting, repeatability."""
+    from sim.backend import Backend
+    from sim.tags import is_valid
+
+    cams = (CameraSpec(name="front", width=32, height=16), CameraSpec(name="wide", width=48, height=24, fov_deg=120))
+    runs = []
+    for _ in range(2):
+        server = standin.Server()
+        with backend(server) as b:
+            assert isinstance(b, Backend)
+            obs = [b.reset(scenario(cameras=cams, npc_vehicles=4), seed=3)]
+            obs += [b.step(None) for _ in range(3)]
+        assert [o.frame for o in obs] == [0, 1, 2, 3]
+        for o in obs:
+            assert list(o.cameras) == ["front", "wide"] and o.camera.spec.name == "front"
+            for spec in cams:
+                frame = o.cameras[spec.name]
+                assert frame.rgb.shape == (spec.height, spec.width, 3) and frame.rgb.dtype == np.uint8
+                assert frame.labels.shape == (spec.height, spec.width) and frame.labels.dtype == np.uint8
+                assert is_valid(frame.labels) and frame.intrinsics.shape == (3, 3)
+        runs.append(([o.ego for o in obs], [e for e in server.log if e.startswith("spawn")]))
+    assert runs[0] == runs[1]  # same scenario + seed: same spawns, same ego states
 
 
 def test_step_before_reset_and_make_backend():
