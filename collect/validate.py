@@ -24,6 +24,7 @@ from collect.format import (
     INDEX_NAME,
     LABEL_DIR,
     RGB_DIR,
+    SPLITS,
     STATUS_COMPLETE,
     TMP_SUFFIX,
     DatasetError,
@@ -56,7 +57,8 @@ class ValidationReport:
         head = "OK" if self.ok else f"{len(self.defects)} defect(s)"
         lines = [f"{self.root}: {head}; {self.frames} of {self.planned} planned frames indexed"]
         if self.splits:
-            lines.append("  splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()))
+            order = sorted(self.splits, key=lambda k: (SPLITS.index(k) if k in SPLITS else len(SPLITS), k))
+            lines.append("  splits: " + ", ".join(f"{k} {self.splits[k]}" for k in order))
         for title, items in (("defect", self.defects), ("warning", self.warnings)):
             for msg in items[:max_items]:
                 lines.append(f"  {title}: {msg}")
