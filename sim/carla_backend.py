@@ -260,12 +260,12 @@ class CarlaBackend(BackendBase):
         self._sigterm_installed = False
 
         carla = self._carla
-        self._client = carla.Client(self.host, self.port)
-        self._client.set_timeout(self.timeout)
         try:
+            self._client = carla.Client(self.host, self.port)
+            self._client.set_timeout(self.timeout)
             self.server_version = str(self._client.get_server_version())
             self._world = self._client.get_world()
-        except RuntimeError as e:
+        except (RuntimeError, OverflowError) as e:  # OverflowError: a port outside 0..65535
             raise BackendError(
                 f"cannot reach the CARLA server at {self.host}:{self.port} within {self.timeout:g} s "
                 "(start it, e.g. ./CarlaUE4.sh -RenderOffScreen, or check --host/--port/--timeout)"

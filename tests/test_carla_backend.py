@@ -12,6 +12,8 @@ import math
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -130,6 +132,18 @@ def test_weather_presets_match_real_carla():
         ours, theirs = Weather.preset(name), getattr(carla.WeatherParameters, name)
         for field in Weather.field_names():
             assert getattr(theirs, field) == pytest.approx(getattr(ours, field), abs=1e-4), (name, field)
+
+
+def test_module_imports_without_carla_or_torch_and_hints_install():
+    code = (
+        "import sys; sys.modules['carla'] = None\n"  # makes `import carla` fail
+        "import sim.carla_backend as cb\n"
+        "assert 'torch' not in sys.modules\n"
+        "try:\n    cb.CarlaBackend()\nexcept cb.BackendError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'laneloop[carla]'" in out.stdout
 
 
 def test_unreachable_server_fails_within_timeout_with_one_line():
