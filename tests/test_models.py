@@ -132,3 +132,13 @@ def test_segformer_without_transformers_says_how_to_install(monkeypatch) -> None
     monkeypatch.setattr(seg, "transformers_available", lambda: False)
     with pytest.raises(ImportError, match=r"laneloop\[zoo\]"):
         build_model("segformer")
+
+
+@pytest.mark.parametrize("name", ["unet", "unet-transpose", "enet", "deeplabv3plus"])
+def test_torch_export(name: str) -> None:
+    # PT2E quantization (QUANT.md) starts from torch.export: every zoo model must export.
+    model = _build(name).eval()
+    x = torch.randn(1, 3, 64, 128)
+    exported = torch.export.export(model, (x,)).module()
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), model(x), rtol=1e-4, atol=1e-5)
