@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from perception.models import build_model
+
 FORMAT_NAME = "laneloop-checkpoint"
 FORMAT_VERSION = 1
 
@@ -346,8 +348,6 @@ def build_from_checkpoint(
 
     Quantized checkpoints (ptq/qat) raise CheckpointError: the predictor loads those.
     """
-    from perception.models import build_model
-
     state_dict, meta = load_checkpoint(path, map_location)
     scheme = meta.quant["scheme"]
     if scheme != "float":
