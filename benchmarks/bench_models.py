@@ -114,9 +114,7 @@ def run(threads: int, runs: int, warmup: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--runs", type=int, default=30, help="timed runs per size")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs per size")

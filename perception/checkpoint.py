@@ -148,11 +148,7 @@ class CheckpointMeta:
                 f"{list(tags)} needs {self.num_classes} output channel(s)"
             )
         size = self.input_size
-        if (
-            not isinstance(size, (list, tuple))
-            or len(size) != 2
-            or not all(_is_int(v) and v > 0 for v in size)
-        ):
+        if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size):
             raise ValueError(f"input_size must be (H, W) positive ints, got {size!r}")
         norm = self.normalisation
         if set(norm) != {"mean", "std"} or not all(
@@ -314,11 +310,7 @@ def load_checkpoint(
 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         hint = "re-save it with perception.checkpoint.save_checkpoint and a CheckpointMeta"
-        if (
-            isinstance(payload, dict)
-            and payload
-            and all(isinstance(v, torch.Tensor) for v in payload.values())
-        ):
+        if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
             raise CheckpointError(f"{path} is a bare state dict, not a laneloop checkpoint ({hint})")
         raise CheckpointError(f"{path} is not a laneloop checkpoint ({hint})")
     version = payload.get("format_version")
@@ -335,9 +327,7 @@ def load_checkpoint(
     try:
         meta = CheckpointMeta.from_dict(payload.get("meta") or {})
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path} has malformed metadata: {_first_line(exc)} (re-create the checkpoint)"
-        ) from None
+        raise CheckpointError(f"{path} has malformed metadata: {_first_line(exc)} (re-create the checkpoint)") from None
     return state_dict, meta
 
 
@@ -377,8 +367,7 @@ def build_from_checkpoint(
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())
         raise CheckpointError(
-            f"{path}: weights do not fit {meta.arch} {meta.arch_kwargs}: {detail[:300]} "
-            "(re-create the checkpoint)"
+            f"{path}: weights do not fit {meta.arch} {meta.arch_kwargs}: {detail[:300]} (re-create the checkpoint)"
         ) from None
     return model.eval(), meta
 

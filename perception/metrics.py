@@ -221,9 +221,7 @@ def confusion_matrix(pred: Any, truth: Any, num_classes: int, ignore_index: int 
             p, t = p[keep], t[keep]
     for name, a in (("prediction", p), ("truth", t)):
         if a.size and (a.min() < 0 or a.max() >= num_classes):
-            raise ValueError(
-                f"{name} has class ids outside 0..{num_classes - 1} (found {a.min()}..{a.max()})"
-            )
+            raise ValueError(f"{name} has class ids outside 0..{num_classes - 1} (found {a.min()}..{a.max()})")
     counts = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
 

@@ -26,9 +26,7 @@ class UnknownArchError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-_REGISTRY: dict[str, type[SegmentationModel]] = {
-    cls.arch: cls for cls in (UNet, ENet, DeepLabV3Plus, SegFormer)
-}
+_REGISTRY: dict[str, type[SegmentationModel]] = {cls.arch: cls for cls in (UNet, ENet, DeepLabV3Plus, SegFormer)}
 
 
 def available_archs() -> list[str]:
@@ -45,9 +43,7 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
     try:
         cls = _REGISTRY[arch.lower()]
     except KeyError:
-        raise UnknownArchError(
-            f"unknown architecture {arch!r}; available: {', '.join(available_archs())}"
-        ) from None
+        raise UnknownArchError(f"unknown architecture {arch!r}; available: {', '.join(available_archs())}") from None
     return cls(**kwargs)
 
 

@@ -51,17 +51,14 @@ def check_divisible(x: torch.Tensor, multiple: int, arch: str) -> None:
         ph = -(-h // multiple) * multiple
         pw = -(-w // multiple) * multiple
         raise ValueError(
-            f"{arch}: input size {h}x{w} (HxW) is not divisible by {multiple}; "
-            f"pad or resize the input to {ph}x{pw}"
+            f"{arch}: input size {h}x{w} (HxW) is not divisible by {multiple}; pad or resize the input to {ph}x{pw}"
         )
 
 
 def check_input(x: torch.Tensor, in_channels: int, arch: str) -> None:
     """Raise ValueError for an input that is not N x in_channels x H x W."""
     if x.dim() != 4 or x.shape[1] != in_channels:
-        raise ValueError(
-            f"{arch}: expected input of shape N x {in_channels} x H x W, got {tuple(x.shape)}"
-        )
+        raise ValueError(f"{arch}: expected input of shape N x {in_channels} x H x W, got {tuple(x.shape)}")
 
 
 class SegmentationModel(nn.Module):

@@ -99,12 +99,9 @@ class ASPP(nn.Module):
     def __init__(self, in_c: int, out_c: int, rates: tuple[int, ...] = (6, 12, 18)) -> None:
         super().__init__()
         self.branches = nn.ModuleList(
-            [ConvBNReLU(in_c, out_c, kernel_size=1)]
-            + [ConvBNReLU(in_c, out_c, dilation=r) for r in rates]
+            [ConvBNReLU(in_c, out_c, kernel_size=1)] + [ConvBNReLU(in_c, out_c, dilation=r) for r in rates]
         )
-        self.pool = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_c, out_c, 1), nn.ReLU(inplace=True)
-        )
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_c, out_c, 1), nn.ReLU(inplace=True))
         self.project = ConvBNReLU(out_c * (len(rates) + 2), out_c, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,9 +29,7 @@ def _conv_bn_act(
 ) -> nn.Sequential:
     padding = (dilation * (kernel[0] - 1) // 2, dilation * (kernel[1] - 1) // 2)
     return nn.Sequential(
-        nn.Conv2d(
-            in_c, out_c, kernel, stride=stride, padding=padding, dilation=dilation, bias=False
-        ),
+        nn.Conv2d(in_c, out_c, kernel, stride=stride, padding=padding, dilation=dilation, bias=False),
         nn.BatchNorm2d(out_c),
         _act(out_c, relu),
     )
@@ -54,9 +52,7 @@ class InitialBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int = 16) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(
-            in_channels, out_channels - in_channels, 3, stride=2, padding=1, bias=False
-        )
+        self.conv = nn.Conv2d(in_channels, out_channels - in_channels, 3, stride=2, padding=1, bias=False)
         self.pool = nn.MaxPool2d(2)
         self.bn = nn.BatchNorm2d(out_channels)
         self.act = nn.PReLU(out_channels)
@@ -164,14 +160,10 @@ class ENet(SegmentationModel):
         dropout: float = 0.1,
     ) -> None:
         if upsample not in UPSAMPLE_MODES:
-            raise ValueError(
-                f"enet: unknown upsample {upsample!r}; choose one of {list(UPSAMPLE_MODES)}"
-            )
+            raise ValueError(f"enet: unknown upsample {upsample!r}; choose one of {list(UPSAMPLE_MODES)}")
         if not 0 < in_channels < 16:
             raise ValueError(f"enet: in_channels must be 1..15, got {in_channels}")
-        super().__init__(
-            in_channels=in_channels, num_classes=num_classes, upsample=upsample, dropout=dropout
-        )
+        super().__init__(in_channels=in_channels, num_classes=num_classes, upsample=upsample, dropout=dropout)
         p1 = dropout / 10  # the paper: 0.01 in stage 1, 0.1 afterwards
         self.initial = InitialBlock(in_channels, 16)
         self.down1 = DownBottleneck(16, 64, p1)

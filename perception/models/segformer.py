@@ -38,13 +38,9 @@ class SegFormer(SegmentationModel):
 
     def __init__(self, in_channels: int = 3, num_classes: int = 1, variant: str = "b0") -> None:
         if variant not in VARIANTS:
-            raise ValueError(
-                f"segformer: unknown variant {variant!r}; choose one of {list(VARIANTS)}"
-            )
+            raise ValueError(f"segformer: unknown variant {variant!r}; choose one of {list(VARIANTS)}")
         if not transformers_available():
-            raise ImportError(
-                f"segformer needs the optional `transformers` package ({INSTALL_HINT})"
-            )
+            raise ImportError(f"segformer needs the optional `transformers` package ({INSTALL_HINT})")
         from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
         super().__init__(in_channels=in_channels, num_classes=num_classes, variant=variant)

@@ -24,9 +24,7 @@ UPSAMPLE_MODES = ("bilinear", "nearest", "transpose")
 
 def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
     """Two 3x3 conv-bn-relu blocks (children "0" and "1", each fusable)."""
-    return nn.Sequential(
-        ConvBNReLU(in_channels, out_channels), ConvBNReLU(out_channels, out_channels)
-    )
+    return nn.Sequential(ConvBNReLU(in_channels, out_channels), ConvBNReLU(out_channels, out_channels))
 
 
 class Up(nn.Module):
@@ -35,9 +33,7 @@ class Up(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, mode: str) -> None:
         super().__init__()
         if mode == "transpose":
-            self.up: nn.Module = nn.ConvTranspose2d(
-                in_channels, out_channels, kernel_size=2, stride=2
-            )
+            self.up: nn.Module = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
         else:
             resize = (
                 nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
@@ -65,9 +61,7 @@ class UNet(SegmentationModel):
         upsample: str = "bilinear",
     ) -> None:
         if upsample not in UPSAMPLE_MODES:
-            raise ValueError(
-                f"unet: unknown upsample {upsample!r}; choose one of {list(UPSAMPLE_MODES)}"
-            )
+            raise ValueError(f"unet: unknown upsample {upsample!r}; choose one of {list(UPSAMPLE_MODES)}")
         if depth < 1:
             raise ValueError(f"unet: depth must be >= 1, got {depth}")
         if base_width < 1 or num_classes < 1 or in_channels < 1:
@@ -83,9 +77,7 @@ class UNet(SegmentationModel):
         self.stem = double_conv(in_channels, widths[0])
         self.pool = nn.MaxPool2d(2)
         self.down = nn.ModuleList(double_conv(widths[i], widths[i + 1]) for i in range(depth))
-        self.up = nn.ModuleList(
-            Up(widths[i + 1], widths[i], upsample) for i in reversed(range(depth))
-        )
+        self.up = nn.ModuleList(Up(widths[i + 1], widths[i], upsample) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
