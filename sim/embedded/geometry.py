@@ -86,7 +86,8 @@ class Path:
     def project(self, x: float, y: float, s_hint: float | None = None, window: float = 15.0):
         """(s, lateral offset to the left, heading) of the point nearest to (x, y)."""
         ext = self._ext
-        if s_hint is None:
+        near_wrap = self.closed and s_hint is not None and not window < s_hint < self.length - window
+        if s_hint is None or near_wrap:
             lo, hi = 0, len(ext) - 1
         else:
             lo = max(int(np.searchsorted(self.s, s_hint - window)) - 1, 0)

@@ -33,6 +33,28 @@ class Boxes:
         return Boxes(np.array(xy, float), np.array(yaw, float), np.array(size, float),
                      np.array(z0, float), np.array(color, np.uint8), np.array(tag, np.uint8))
 
+    def geometry(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """World corners (N, 8, 3), face normals (N, 5, 3) and face centres (N, 5, 3), cached."""
+        cached = getattr(self, "_geometry", None)
+        if cached is not None:
+            return cached
+        from sim.embedded.render import _CORNERS, FACES
+
+        cy, sy = np.cos(self.yaw), np.sin(self.yaw)
+        size = self.size
+        local = _CORNERS[None] * np.stack([size[:, 0] / 2, size[:, 1] / 2, size[:, 2]], 1)[:, None, :]
+        wx = self.xy[:, 0:1] + local[..., 0] * cy[:, None] - local[..., 1] * sy[:, None]
+        wy = self.xy[:, 1:2] + local[..., 0] * sy[:, None] + local[..., 1] * cy[:, None]
+        wz = self.z0[:, None] + local[..., 2]
+        world = np.stack([wx, wy, wz], -1)
+        zero = 0 * cy
+        normals = np.stack([
+            np.stack([cy, sy, zero], 1), np.stack([-cy, -sy, zero], 1),
+            np.stack([-sy, cy, zero], 1), np.stack([sy, -cy, zero], 1),
+            np.stack([zero, zero, zero + 1.0], 1)], 1)
+        self._geometry = (world, normals, world[:, FACES].mean(2))
+        return self._geometry
+
     def footprint(self, i: int) -> np.ndarray:
         c, s = np.cos(self.yaw[i]), np.sin(self.yaw[i])
         hl, hw = self.size[i, 0] / 2, self.size[i, 1] / 2

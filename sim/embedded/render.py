@@ -158,15 +158,25 @@ class CameraRenderer:
         bg[: self.v0, :, :3] = np.broadcast_to(sky, (self.v0, wd, 3)).astype(np.uint8)
         bg[: self.v0, :, 3] = tags.SKY
         self.background = bg
-        # Ground: per-pixel fog and light (headlights at night), fused into gain and offset.
+        # Ground: per-pixel fog and light (headlights at night), quantised into lighting classes
+        # so that a frame's ground colour is one table look-up of (class, material byte).
         fog = 1.0 - np.exp(-lt.fog_k * np.minimum(self.ground_dist, 400.0))
         gain = np.ones_like(fog)
         if lt.night:
             ang = np.abs(np.arctan2(self.ground_y, np.maximum(self.ground_x, 0.1)))
             beam = np.exp(-np.maximum(self.ground_x, 0) / 22.0) * np.clip(1.2 - ang / 0.45, 0, 1)
             gain = 0.35 + 3.2 * beam * (self.ground_x > 0)
-        self.g_gain = ((1 - fog) * gain)[..., None].astype(np.float32)
-        self.g_add = (fog[..., None] * lt.fog_rgb[None, None, :]).astype(np.float32)
+        n_f, n_g = 32, (24 if lt.night else 1)
+        fi = np.minimum((fog * n_f).astype(np.int32), n_f - 1)
+        gmax = float(gain.max())
+        gi = np.minimum((gain / gmax * n_g).astype(np.int32), n_g - 1) if n_g > 1 else np.zeros_like(fi)
+        self.g_index = ((gi * n_f + fi) * 256).astype(np.int32)
+        fog_c = (np.arange(n_f) + 0.5) / n_f
+        gain_c = (np.arange(n_g) + 0.5) / n_g * gmax if n_g > 1 else np.ones(1)
+        lut = self.lut.astype(np.float32)[None, None]  # (1, 1, 256, 3)
+        table = lut * gain_c[:, None, None, None] * (1 - fog_c)[None, :, None, None] + (
+            fog_c[None, :, None, None] * lt.fog_rgb[None, None, None, :])
+        self.g_table = np.clip(table, 0, 255).astype(np.uint8).reshape(-1, 3)
         # Rain streaks: a few precomputed layers, one per frame in turn.
         self.rain_layers = []
         if lt.rain > 0:
@@ -205,10 +215,7 @@ class CameraRenderer:
                                   flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=border)
         img[self.v0 :, :, 3] = out[..., 0]
-        col = self.lut[out[..., 1]].astype(np.float32)
-        col *= self.g_gain
-        col += self.g_add
-        img[self.v0 :, :, :3] = col.astype(np.uint8)
+        img[self.v0 :, :, :3] = self.g_table[self.g_index + out[..., 1]]
 
     def _objects(self, img, r_wc, c, scenery: Scenery, dynamic: Boxes) -> None:
         items: list[tuple] = []  # (depth, polygon int32 (k, 2) or circle, colour + tag)
@@ -265,14 +272,8 @@ class CameraRenderer:
 
     def _box_faces(self, boxes: Boxes, idx: np.ndarray, r_wc, c, dist) -> list:
         w, h = self.spec.width, self.spec.height
-        yaw = boxes.yaw[idx]
-        size = boxes.size[idx]
-        cy, sy = np.cos(yaw), np.sin(yaw)
-        local = _CORNERS[None] * np.stack([size[:, 0] / 2, size[:, 1] / 2, size[:, 2]], 1)[:, None, :]
-        wx = boxes.xy[idx, 0:1] + local[..., 0] * cy[:, None] - local[..., 1] * sy[:, None]
-        wy = boxes.xy[idx, 1:2] + local[..., 0] * sy[:, None] + local[..., 1] * cy[:, None]
-        wz = boxes.z0[idx, None] + local[..., 2]
-        world = np.stack([wx, wy, wz], -1)
+        world_all, normals_all, centers_all = boxes.geometry()
+        world, normals, centers = world_all[idx], normals_all[idx], centers_all[idx]
         cam = (world - c) @ r_wc.T  # (M, 8, 3)
         zc = cam[..., 2]
         front = (zc > NEAR).all(1)
@@ -280,12 +281,6 @@ class CameraRenderer:
         onscreen = ~front | ((uv[..., 0].max(1) > 0) & (uv[..., 0].min(1) < w)
                              & (uv[..., 1].max(1) > 0) & (uv[..., 1].min(1) < h))
         onscreen &= (zc > NEAR).any(1)
-        zero = 0 * cy
-        normals = np.stack([
-            np.stack([cy, sy, zero], 1), np.stack([-cy, -sy, zero], 1),
-            np.stack([-sy, cy, zero], 1), np.stack([sy, -cy, zero], 1),
-            np.stack([zero, zero, zero + 1.0], 1)], 1)  # (M, 5, 3)
-        centers = world[:, FACES].mean(2)
         visible = (((c - centers) * normals).sum(-1) > 0) & onscreen[:, None]
         ks, fs = np.nonzero(visible)
         if not len(ks):
