@@ -104,9 +104,7 @@ def assign_splits(n_episodes: int, fractions: dict[str, float], seed: int) -> li
     names = [s for s in SPLITS if fractions.get(s, 0) > 0]
     raw = {s: fractions[s] * n_episodes for s in names}
     counts = {s: int(raw[s]) for s in names}
-    for s in sorted(names, key=lambda s: raw[s] - counts[s], reverse=True)[
-        : n_episodes - sum(counts.values())
-    ]:
+    for s in sorted(names, key=lambda s: raw[s] - counts[s], reverse=True)[: n_episodes - sum(counts.values())]:
         counts[s] += 1
     if n_episodes >= len(names):
         for s in names:
@@ -183,9 +181,7 @@ def plan_recording(
         else:
             w = weather
         plans.append(
-            EpisodePlan(
-                episode=e, seed=episode_seed(seed, e), split=splits[e], weather=w, frames=per_episode[e]
-            )
+            EpisodePlan(episode=e, seed=episode_seed(seed, e), split=splits[e], weather=w, frames=per_episode[e])
         )
     return Manifest(
         backend=backend,
@@ -221,7 +217,8 @@ class RecordResult:
     rows: list[dict[str, Any]]
     new_frames: int = 0
     seconds: float = 0.0
-    sim_s: float = 0.0
+    sim_s: float = 0.0  # stepping the simulator
+    reset_s: float = 0.0  # episode starts (a town's first build included)
     writer: WriterTimes = field(default_factory=WriterTimes)
 
     @property
@@ -268,7 +265,7 @@ def record(
             scenario = episode_scenario(manifest, plan)
             t0 = time.perf_counter()
             obs = sim.reset(scenario, seed=plan.seed)
-            result.sim_s += time.perf_counter() - t0
+            result.reset_s += time.perf_counter() - t0
             if writer is None:  # the simulator accepted the plan: only now touch the folder
                 writer = DatasetWriter.create(out, manifest, overwrite=overwrite, **wkw)
             if bar is None:
@@ -377,31 +374,23 @@ def build_parser() -> argparse.ArgumentParser:
         "default: cycle, or the scenario's weather with --scenario",
     )
     g.add_argument("--npc-vehicles", type=int, help="traffic vehicles (default: the scenario's)")
-    g.add_argument(
-        "--seed", type=int, help="recording seed (default: the scenario's); episodes derive theirs"
-    )
+    g.add_argument("--seed", type=int, help="recording seed (default: the scenario's); episodes derive theirs")
     g = p.add_argument_group("camera")
     g.add_argument("--width", type=int, help="image width [px] (default 320)")
     g.add_argument("--height", type=int, help="image height [px] (default 160)")
     g.add_argument("--fov", type=float, help="horizontal field of view [deg] (default 90)")
     g = p.add_argument_group("amount")
     m = g.add_mutually_exclusive_group()
-    m.add_argument(
-        "--frames", type=int, help=f"total frames, spread over the episodes (default {DEFAULT_FRAMES})"
-    )
+    m.add_argument("--frames", type=int, help=f"total frames, spread over the episodes (default {DEFAULT_FRAMES})")
     m.add_argument("--episode-frames", type=int, help="frames per episode (instead of --frames)")
-    g.add_argument(
-        "--episodes", type=int, default=DEFAULT_EPISODES, help=f"episodes (default {DEFAULT_EPISODES})"
-    )
+    g.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, help=f"episodes (default {DEFAULT_EPISODES})")
     g.add_argument(
         "--every",
         type=int,
         default=DEFAULT_EVERY,
         help=f"keep every K-th simulator tick (default {DEFAULT_EVERY})",
     )
-    g.add_argument(
-        "--split", default=DEFAULT_SPLIT, help=f"split fractions, by episode (default {DEFAULT_SPLIT})"
-    )
+    g.add_argument("--split", default=DEFAULT_SPLIT, help=f"split fractions, by episode (default {DEFAULT_SPLIT})")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="dataset folder (default data/<town>)")
     g.add_argument(
@@ -432,11 +421,7 @@ def _scenario_from_args(args: argparse.Namespace) -> Scenario:
             raise ValueError(f"--npc-vehicles must be >= 0, got {args.npc_vehicles}")
         kw["npc_vehicles"] = args.npc_vehicles
     cam = scenario.cameras[0]
-    cam_kw = {
-        k: v
-        for k, v in (("width", args.width), ("height", args.height), ("fov_deg", args.fov))
-        if v is not None
-    }
+    cam_kw = {k: v for k, v in (("width", args.width), ("height", args.height), ("fov_deg", args.fov)) if v is not None}
     if cam_kw:
         kw["cameras"] = (replace(cam, **cam_kw),)
     return replace(scenario, **kw)
@@ -514,9 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         hint = ""
         if out is not None and (out / "manifest.json").is_file():
-            hint = (
-                f" [complete frames are kept in {out}; fix the cause, then rerun with --resume --out {out}]"
-            )
+            hint = f" (complete frames are kept in {out}; fix the cause, then rerun with --resume --out {out})"
         return _fail(f"{e}{hint}")
     except (ScenarioError, DatasetError, ValueError, OSError) as e:
         if args.debug:

@@ -290,3 +290,44 @@ def test_split_assignment_by_episode() -> None:
     assert splits == assign_splits(6, fr, seed=0)  # deterministic
     assert assign_splits(2, fr, seed=0).count("train") >= 1
     assert assign_splits(10, parse_split("train=1"), seed=3) == ["train"] * 10
+
+
+def test_full_disk_keeps_complete_frames_and_resumes(
+    small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import errno
+
+    import collect.writer as writer
+
+    real = writer.atomic_write_bytes
+    calls = {"n": 0}
+
+    def flaky(path: Path, data: bytes, fsync: bool = False) -> None:
+        calls["n"] += 1
+        if calls["n"] > 20:  # the disk "fills up" after 10 frames
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data, fsync)
+
+    out = tmp_path / "full"
+    monkeypatch.setattr(writer, "atomic_write_bytes", flaky)
+    assert _run(out, *SMALL) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot write") and "--resume" in err and len(err.splitlines()) == 1
+    rows = read_index(out)
+    assert 0 < len(rows) <= 10
+    assert [d for d in validate(out).defects if "unfinished" not in d] == []
+    monkeypatch.setattr(writer, "atomic_write_bytes", real)
+    assert _run(out, "--resume") == 0
+    assert validate(out).ok and _hashes(out) == _hashes(small)
+
+
+def test_preview_contact_sheet(small: Path, tmp_path: Path) -> None:
+    from collect.format import read_rgb
+    from collect.preview import main as preview_main
+
+    sheet = tmp_path / "sheet.png"
+    assert preview_main([str(small), "--out", str(sheet), "--frames", "4"]) == 0
+    img = read_rgb(sheet)
+    assert img.shape[1] == 3 * 96 and img.shape[0] > 4 * 48
+    assert preview_main([str(small), "--out", str(sheet)]) == 1  # no overwrite without the flag
+    assert preview_main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x.png")]) == 1
