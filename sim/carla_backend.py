@@ -608,19 +608,21 @@ class CarlaBackend(BackendBase):
             self._distance += math.hypot(x - self._last_xy[0], y - self._last_xy[1])
         self._last_xy = (x, y)
         lane_id = lane_width = offset = heading = None
+        in_junction = False
         wp = self._map.get_waypoint(tf.location, True, carla.LaneType.Driving)
         if wp is not None:
             wtf = wp.transform
             lx, ly, _, lyaw = from_carla(wtf.location.x, wtf.location.y, wtf.location.z, wtf.rotation.yaw)
             offset, heading = lane_errors(x, y, yaw, lx, ly, lyaw)
             lane_id, lane_width = int(wp.lane_id), float(wp.lane_width)
+            in_junction = bool(wp.is_junction)
         with self._collision_lock:
             collision = any(f <= frame for f in self._collisions)
             self._collisions = [f for f in self._collisions if f > frame]
         return EgoState(
             x=x, y=y, z=z, yaw=yaw, speed=speed, steer=float(self._ego.get_control().steer),
             lane_id=lane_id, lane_width=lane_width, lateral_offset=offset, heading_error=heading,
-            distance=self._distance, collision=collision,
+            distance=self._distance, collision=collision, in_junction=in_junction,
         )
 
     # -- cleanup ----------------------------------------------------------------------------------

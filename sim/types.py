@@ -162,6 +162,7 @@ class EgoState:
 
     `lateral_offset` is metres from the true lane centre, positive to the left;
     `heading_error` is the ego yaw minus the lane direction, radians, positive to the left.
+    `in_junction` is True inside a junction, where lanes have no markings to keep to.
     """
 
     x: float
@@ -176,6 +177,7 @@ class EgoState:
     heading_error: float | None = None
     distance: float = 0.0
     collision: bool = False
+    in_junction: bool = False
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,7 @@ class Waypoint:
     transform: Transform
     lane_id: int = -1
     lane_width: float = 3.5
+    is_junction: bool = False
     road_id: int = 1
 
 

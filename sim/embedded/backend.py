@@ -199,7 +199,7 @@ class EmbeddedBackend(BackendBase):
             x=ego.x, y=ego.y, z=0.0, yaw=ego.yaw, speed=ego.v, steer=getattr(self, "_steer", 0.0),
             lane_id=ego.lane, lane_width=lane.width, lateral_offset=lat,
             heading_error=float(wrap_angle(ego.yaw - heading)), distance=self.distance,
-            collision=collision,
+            collision=collision, in_junction=lane.road is None,
         )
         weather = sc.weather_at(self.frame)
         dynamic = self.traffic.boxes()
