@@ -98,13 +98,9 @@ class LaneDataset(Dataset):
                     f"--out {root}, or pass allow_incomplete=True)"
                 )
             if not (root / INDEX_NAME).is_file():
-                raise DatasetError(
-                    f"{root}: no {INDEX_NAME} (half-written dataset; rerun record.py --resume)"
-                )
+                raise DatasetError(f"{root}: no {INDEX_NAME} (half-written dataset; rerun record.py --resume)")
             rows = [r for r in read_index(root) if r["split"] in splits]
-            missing = [
-                r for r in rows if not (root / r["rgb"]).is_file() or not (root / r["label"]).is_file()
-            ]
+            missing = [r for r in rows if not (root / r["rgb"]).is_file() or not (root / r["label"]).is_file()]
             if missing:
                 r = missing[0]
                 raise DatasetError(
@@ -162,8 +158,7 @@ class LaneDataset(Dataset):
             return read_rgb(root / row["rgb"]), read_labels(root / row["label"])
         except (OSError, ValueError) as e:
             raise DatasetError(
-                f"{root}: frame {row['id']} unreadable ({e}); "
-                f"check it with: python -m collect.validate {root}"
+                f"{root}: frame {row['id']} unreadable ({e}); check it with: python -m collect.validate {root}"
             ) from None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -114,9 +114,7 @@ class Manifest:
     def from_dict(cls, data: dict[str, Any], where: str = MANIFEST_NAME) -> Manifest:
         """Validate parsed JSON; a foreign or newer format is an error, not a guess."""
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-            raise DatasetError(
-                f"{where}: not a laneloop dataset manifest (record one with collect/record.py)"
-            )
+            raise DatasetError(f"{where}: not a laneloop dataset manifest (record one with collect/record.py)")
         if data.get("format_version") != FORMAT_VERSION:
             raise DatasetError(
                 f"{where}: format version {data.get('format_version')!r}, this laneloop reads "

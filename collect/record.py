@@ -509,10 +509,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         return _fail(f"unexpected {type(e).__name__}: {e} (rerun with --debug for a traceback)")
-    rate = result.new_frames / result.seconds if result.seconds > 0 else 0.0
+    busy = result.seconds - result.reset_s
+    rate = result.new_frames / busy if busy > 0 else 0.0
     print(
-        f"recorded {result.new_frames} new frames in {result.seconds:.1f} s ({rate:.0f} frames/s); "
-        f"{len(result.rows)} of {result.manifest.planned_frames} frames in {out}"
+        f"recorded {result.new_frames} new frames in {result.seconds:.1f} s ({rate:.0f} frames/s, plus "
+        f"{result.reset_s:.1f} s starting episodes); {len(result.rows)} of {result.manifest.planned_frames} "
+        f"frames in {out}"
     )
     print(summarize(result.rows))
     return 0

@@ -127,18 +127,12 @@ def validate(root: str | Path, workers: int = 2) -> ValidationReport:
         if p is None or not 0 <= r["frame"] < p.frames:
             report.defects.append(f"{r['id']}: episode {r['episode']} frame {r['frame']} is not in the plan")
     report.defects += [f"id {i} appears {n} times in the index" for i, n in ids.items() if n > 1]
-    report.defects += [
-        f"episode {e} frame {f} appears {n} times in the index" for (e, f), n in keys.items() if n > 1
-    ]
+    report.defects += [f"episode {e} frame {f} appears {n} times in the index" for (e, f), n in keys.items() if n > 1]
     for e, splits in sorted(episode_splits.items()):
         if len(splits) > 1:
-            report.defects.append(
-                f"episode {e} is in several splits ({', '.join(sorted(splits))}): splits overlap"
-            )
+            report.defects.append(f"episode {e} is in several splits ({', '.join(sorted(splits))}): splits overlap")
         elif e in plan and splits != {plan[e].split}:
-            report.defects.append(
-                f"episode {e} is in {next(iter(splits))}, the manifest plans {plan[e].split}"
-            )
+            report.defects.append(f"episode {e} is in {next(iter(splits))}, the manifest plans {plan[e].split}")
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for problems in pool.map(lambda r: _check_frame(root, r, manifest.width, manifest.height), rows):
@@ -181,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dirs", nargs="+", metavar="DIR", help="dataset folder(s)")
-    p.add_argument(
-        "--max-items", type=int, default=20, help="defects/warnings listed per folder (default 20)"
-    )
+    p.add_argument("--max-items", type=int, default=20, help="defects/warnings listed per folder (default 20)")
     args = p.parse_args(argv)
     bad = 0
     for d in args.dirs:

@@ -116,9 +116,7 @@ class DatasetWriter:
     # -- construction ---------------------------------------------------------------
 
     @classmethod
-    def create(
-        cls, root: str | Path, manifest: Manifest, overwrite: bool = False, **kw: Any
-    ) -> DatasetWriter:
+    def create(cls, root: str | Path, manifest: Manifest, overwrite: bool = False, **kw: Any) -> DatasetWriter:
         """Start a new dataset in `root` (absent or empty; an old dataset only with overwrite)."""
         root = Path(root)
         if check_new_root(root, overwrite):
@@ -140,12 +138,7 @@ class DatasetWriter:
         kept, seen = [], set()
         for r in rows:
             key = (r["episode"], r["frame"])
-            if (
-                key in planned
-                and key not in seen
-                and (root / r["rgb"]).is_file()
-                and (root / r["label"]).is_file()
-            ):
+            if key in planned and key not in seen and (root / r["rgb"]).is_file() and (root / r["label"]).is_file():
                 kept.append(r)
                 seen.add(key)
         for tmp in root.rglob("*" + TMP_SUFFIX):
@@ -292,9 +285,7 @@ def check_new_root(root: str | Path, overwrite: bool = False) -> bool:
     if not root.is_dir() or not any(root.iterdir()):
         return False
     if not (root / MANIFEST_NAME).is_file():
-        raise DatasetError(
-            f"{root} is not empty and holds no dataset (choose another --out; nothing was deleted)"
-        )
+        raise DatasetError(f"{root} is not empty and holds no dataset (choose another --out; nothing was deleted)")
     if not overwrite:
         raise DatasetError(
             f"{root} already holds a dataset (pass --overwrite to replace it or --resume to continue it)"
