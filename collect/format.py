@@ -173,6 +173,7 @@ INDEX_SCHEMA = pa.schema(
         ("lane_id", pa.int32()),
         ("lateral_offset", pa.float64()),
         ("heading_error", pa.float64()),
+        ("in_junction", pa.bool_()),  # None where the backend does not know
         ("rgb", pa.string()),  # path relative to the dataset folder, '/' separated
         ("label", pa.string()),
         ("lane_pixels", pa.int32()),  # pixels tagged RoadLine

@@ -192,6 +192,7 @@ class DatasetWriter:
             "lane_id": ego.lane_id,
             "lateral_offset": ego.lateral_offset,
             "heading_error": ego.heading_error,
+            "in_junction": getattr(ego, "in_junction", None),
             "rgb": rgb_rel,
             "label": label_rel,
         }
