@@ -164,8 +164,9 @@ class CameraRenderer:
         gain = np.ones_like(fog)
         if lt.night:
             ang = np.abs(np.arctan2(self.ground_y, np.maximum(self.ground_x, 0.1)))
-            beam = np.exp(-np.maximum(self.ground_x, 0) / 22.0) * np.clip(1.2 - ang / 0.45, 0, 1)
-            gain = 0.35 + 3.2 * beam * (self.ground_x > 0)
+            spread = 0.45 + 0.9 * np.exp(-np.maximum(self.ground_x, 0) / 6.0)  # wide near the car
+            beam = np.exp(-np.maximum(self.ground_x, 0) / 22.0) * np.clip(1.2 - ang / spread, 0, 1)
+            gain = 0.45 + 3.2 * beam * (self.ground_x > 0)
         n_f, n_g = 32, (24 if lt.night else 1)
         fi = np.minimum((fog * n_f).astype(np.int32), n_f - 1)
         gmax = float(gain.max())
