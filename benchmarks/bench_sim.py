@@ -1,0 +1,70 @@
+"""Embedded simulator speed and memory: steps/s at 320x160 and 640x320 with traffic, RSS drift.
+
+    python benchmarks/bench_sim.py [--steps 2000] [--long 10000]
+
+Reports medians over the shipped scenarios; the simulator must never be the loop's bottleneck
+(targets: >= 200 steps/s at 320x160, >= 80 at 640x320, flat memory over 10,000 steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from dataclasses import replace
+
+import psutil
+
+from scenarios import list_scenarios, load_scenario
+from sim import make_backend
+from sim.types import CameraSpec
+
+
+def steps_per_second(scenario, steps: int) -> float:
+    """Steps per second, rendering included, after a warm-up."""
+    with make_backend("embedded") as sim:
+        sim.reset(scenario)
+        for _ in range(50):  # warm caches (weather tables, town)
+            sim.step()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            sim.step()
+        total = time.perf_counter() - t0
+    return steps / total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--long", type=int, default=10000, help="steps of the memory run (0 to skip)")
+    args = ap.parse_args()
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}")
+    print("| scenario | traffic | 320x160 steps/s | 640x320 steps/s |")
+    print("|---|---|---|---|")
+    for name in list_scenarios():
+        sc = load_scenario(name)
+        small = replace(sc, cameras=(CameraSpec(width=320, height=160),))
+        large = replace(sc, cameras=(CameraSpec(width=640, height=320),))
+        s = steps_per_second(small, args.steps)
+        big = steps_per_second(large, args.steps // 2)
+        print(f"| {name} | {sc.npc_vehicles} NPCs | {s:.0f} | {big:.0f} |", flush=True)
+    if args.long:
+        proc = psutil.Process()
+        sc = replace(load_scenario("town03_clear"), frames=None)
+        with make_backend("embedded") as sim:
+            sim.reset(sc)
+            for _ in range(200):
+                sim.step()
+            rss0 = proc.memory_info().rss
+            t0 = time.perf_counter()
+            for _ in range(args.long):
+                sim.step()
+            rss1 = proc.memory_info().rss
+        rate = args.long / (time.perf_counter() - t0)
+        print(f"\nmemory over {args.long} steps (town03_clear): RSS {rss0 / 2**20:.0f} MiB -> "
+              f"{rss1 / 2**20:.0f} MiB ({(rss1 - rss0) / 2**20:+.1f} MiB), {rate:.0f} steps/s")
+
+
+if __name__ == "__main__":
+    main()
