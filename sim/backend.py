@@ -22,11 +22,13 @@ class Backend(Protocol):
 
     `step(None)` lets the backend's own autopilot drive the ego (used for recording and
     for scoring models on identical frames); `step(Control(...))` drives it by hand.
+    `render=False` is a hint that nobody will look at this tick's images (a recorder keeping
+    every K-th tick): a backend may then return no camera frames. It never changes the world.
     """
 
     def reset(self, scenario: Scenario, seed: int | None = None) -> Observation: ...
 
-    def step(self, control: Control | None = None) -> Observation: ...
+    def step(self, control: Control | None = None, *, render: bool = True) -> Observation: ...
 
     def close(self) -> None: ...
 

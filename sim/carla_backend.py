@@ -311,8 +311,11 @@ class CarlaBackend(BackendBase):
             self._last_xy = None
             return self._tick()
 
-    def step(self, control: Control | None = None) -> Observation:
-        """Advance one dt: the Traffic Manager drives when `control` is None, else `control` does."""
+    def step(self, control: Control | None = None, *, render: bool = True) -> Observation:
+        """Advance one dt: the Traffic Manager drives when `control` is None, else `control` does.
+
+        The server renders every tick whatever `render` says; its frames are always decoded.
+        """
         if self._closed:
             raise BackendError("the CARLA backend is closed (make a new one)")
         if self._ego is None or self._scenario is None:

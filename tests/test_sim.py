@@ -172,3 +172,16 @@ def test_sim_does_not_import_torch():
         "assert 'torch' not in sys.modules, 'sim imported torch'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_skipping_render_changes_nothing_but_the_images():
+    sc = Scenario(town="Town03", seed=9, cameras=(SMALL,))
+    full = run(sc, None, 12)
+    with make_backend("embedded") as sim:
+        sim.reset(sc)
+        for k in range(12):
+            obs = sim.step(render=k == 11)
+            if k < 11:
+                assert obs.cameras == {}
+    assert obs.ego == full[-1].ego
+    assert np.array_equal(obs.camera.rgb, full[-1].camera.rgb)

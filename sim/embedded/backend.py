@@ -64,7 +64,7 @@ class EmbeddedBackend(BackendBase):
         self._static = self._static_obstacles()
         return self._observe(False)
 
-    def step(self, control: Control | None = None) -> Observation:
+    def step(self, control: Control | None = None, *, render: bool = True) -> Observation:
         if self.scenario is None:
             raise BackendError("step() before reset() (call reset(scenario, seed) first)")
         dt = self.scenario.dt
@@ -78,7 +78,7 @@ class EmbeddedBackend(BackendBase):
         self.traffic.step_npcs(dt)
         self.frame += 1
         self.sim_time = self.frame * dt
-        return self._observe(self._collision(ego))
+        return self._observe(self._collision(ego), render)
 
     def close(self) -> None:
         self._closed = True
@@ -190,7 +190,7 @@ class EmbeddedBackend(BackendBase):
                 return True
         return False
 
-    def _observe(self, collision: bool) -> Observation:
+    def _observe(self, collision: bool, render: bool = True) -> Observation:
         sc = self.scenario
         ego = self.traffic.vehicles[0]
         lane = self.traffic.lane(ego.lane)
@@ -202,9 +202,9 @@ class EmbeddedBackend(BackendBase):
             collision=collision, in_junction=lane.road is None,
         )
         weather = sc.weather_at(self.frame)
-        dynamic = self.traffic.boxes()
         cams = {}
-        for name, r in self._renderers.items():
+        dynamic = self.traffic.boxes() if render else None
+        for name, r in self._renderers.items() if render else ():
             rgb, labels = r.render(ego.x, ego.y, ego.yaw, self.town.scenery, dynamic, weather, self.frame)
             cams[name] = CameraFrame(r.spec, rgb, labels)
         return Observation(self.frame, self.sim_time, state, cams, weather.name, sc.town)
