@@ -346,9 +346,11 @@ class CarlaBackend(BackendBase):
         if self._closed:
             return
         self._closed = True
-        with _signals_deferred():
-            self._destroy_actors()
-            self._restore_settings()
+        try:
+            with _signals_deferred():
+                self._destroy_actors()
+                self._restore_settings()
+        finally:  # after the deferral, which reinstates the handlers it found
             self._restore_sigterm()
 
     # -- episode setup ----------------------------------------------------------------------------
