@@ -1,0 +1,368 @@
+"""Predictors: one call from an RGB frame to a binary lane mask, whatever the model is.
+
+`load_predictor` reads a checkpoint (float, PTQ or QAT; `perception.checkpoint`) or an
+ONNX file written by ``quant/export.py`` and returns a `Predictor` whose `predict` maps an
+HxWx3 uint8 RGB image to an HxW bool lane mask at the image's size. The closed loop and
+evaluation use only this interface, so they know nothing of how a model was quantized or
+which runtime runs it.
+
+Runtimes:
+
+- ``"torch"``: float checkpoints run eager or ``torch.compile``d with inductor freezing;
+  int8 PTQ/QAT checkpoints (torchao PT2E, X86InductorQuantizer) are rebuilt from their
+  metadata (`perception.quantized`) and compiled, which lowers them to oneDNN int8
+  convolutions. Compiling happens once, for the fixed input shape, in `warmup`.
+- ``"onnx"``: ONNX Runtime on a ``.onnx`` file from ``quant/export.py`` (float or int8
+  QDQ; its `CheckpointMeta` is stored in the file), or on a float ``.pth`` exported on the
+  fly.
+
+Per-frame work is kept lean: one fused scale/shift into a preallocated NCHW buffer, a
+``torch.from_numpy`` view (no copy), the model, a threshold and (only when the image is
+not the model's size) two ``cv2.resize`` calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from perception.checkpoint import (
+    ROADLINE_TAG,
+    CheckpointError,
+    CheckpointMeta,
+    build_from_checkpoint,
+    load_checkpoint,
+)
+
+RUNTIMES = ("torch", "onnx")
+#: ONNX metadata_props key holding the CheckpointMeta as JSON.
+ONNX_META_KEY = "laneloop.meta"
+DEFAULT_INDUCTOR_CACHE = Path("~/.cache/laneloop/inductor")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock split of one `Predictor.predict_timed` call [ms] (perf_counter_ns)."""
+
+    preprocess_ms: float
+    inference_ms: float
+    postprocess_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.inference_ms + self.postprocess_ms
+
+
+def use_inductor_cache(path: str | os.PathLike[str] | None = None) -> Path:
+    """Point TORCHINDUCTOR_CACHE_DIR at a laneloop folder unless the caller already set it.
+
+    Inductor otherwise writes compiled kernels under /tmp; a project folder keeps them
+    reusable between runs (the second start-up compiles much faster) and easy to delete.
+    """
+    if path is not None:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(path).expanduser())
+    else:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(DEFAULT_INDUCTOR_CACHE.expanduser()))
+    cache = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
+def compile_frozen(model: torch.nn.Module | Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile`` with inductor freezing: weights become constants, so conv+BN fold
+    and PT2E int8 patterns lower to oneDNN int8 kernels (the speed-up of QUANT.md)."""
+    use_inductor_cache()
+    return torch.compile(model, options={"freezing": True})
+
+
+class Predictor:
+    """RGB frame -> lane mask, with pre/inference/post timing. Build with `load_predictor`.
+
+    Attributes:
+        meta: the checkpoint's metadata (`CheckpointMeta`).
+        name: short display name (file stem, e.g. "unet_ptq").
+        scheme: "float", "ptq" or "qat" (from ``meta.quant``).
+        runtime: "torch" or "onnx".
+        input_size: (H, W) the model runs at; images of another size are resized.
+        threads: intra-op threads the runtime uses.
+    """
+
+    def __init__(
+        self,
+        meta: CheckpointMeta,
+        name: str,
+        runtime: str,
+        run: Callable[[np.ndarray], np.ndarray],
+        input_size: tuple[int, int],
+        threads: int,
+        warmup_fn: Callable[[], None] | None = None,
+        description: str = "",
+    ) -> None:
+        self.meta = meta
+        self.name = name
+        self.runtime = runtime
+        self.scheme: str = meta.quant["scheme"]
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.threads = threads
+        self.description = description
+        self._run = run
+        self._warmup_fn = warmup_fn
+        self._warm = False
+        h, w = self.input_size
+        norm = meta.normalisation
+        std = np.asarray(norm["std"], np.float32)
+        # (x / 255 - mean) / std == x * scale + shift, one multiply-add per pixel
+        self._scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self._shift = (-np.asarray(norm["mean"], np.float32) / std).astype(np.float32)
+        self._buf = np.empty((1, 3, h, w), np.float32)
+        self._lane_channel = _lane_channel(meta)
+
+    def __repr__(self) -> str:
+        h, w = self.input_size
+        return (
+            f"Predictor({self.name!r}, scheme={self.scheme}, runtime={self.runtime}, "
+            f"input={h}x{w}, threads={self.threads})"
+        )
+
+    def warmup(self, iterations: int = 3) -> None:
+        """Compile (first call) and run a few frames at the fixed input shape, so the first
+        real frame is not the slow one. Called automatically by the first `predict`."""
+        if self._warmup_fn is not None and not self._warm:
+            self._warmup_fn()
+        h, w = self.input_size
+        self._warm = True
+        frame = np.zeros((h, w, 3), np.uint8)
+        for _ in range(iterations):
+            self.predict(frame)
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 RGB -> 1x3xhxw float32 normalised (a view of an internal buffer)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.dtype} {rgb.shape}")
+        h, w = self.input_size
+        if rgb.shape[:2] != (h, w):
+            shrink = h * w < rgb.shape[0] * rgb.shape[1]
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        buf = self._buf
+        for c in range(3):
+            np.multiply(rgb[:, :, c], self._scale[c], out=buf[0, c], casting="unsafe")
+            buf[0, c] += self._shift[c]
+        return buf
+
+    def postprocess(self, logits: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+        """1xCxhxw logits -> HxW bool lane mask at the image's size."""
+        if logits.shape[1] == 1:
+            mask = logits[0, 0] > 0
+        else:
+            mask = logits[0].argmax(axis=0) == self._lane_channel
+        if mask.shape != image_hw:
+            small = mask.view(np.uint8)
+            mask = cv2.resize(small, (image_hw[1], image_hw[0]), interpolation=cv2.INTER_NEAREST).view(bool)
+        return mask
+
+    def predict(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 RGB -> HxW bool lane mask (True = lane marking)."""
+        if not self._warm:
+            self.warmup()
+        x = self.preprocess(rgb)
+        return self.postprocess(self._run(x), rgb.shape[:2])
+
+    def predict_timed(self, rgb: np.ndarray) -> tuple[np.ndarray, Timing]:
+        """`predict` plus the wall-clock split (pre / inference / post) of this call."""
+        if not self._warm:
+            self.warmup()
+        t0 = time.perf_counter_ns()
+        x = self.preprocess(rgb)
+        t1 = time.perf_counter_ns()
+        logits = self._run(x)
+        t2 = time.perf_counter_ns()
+        mask = self.postprocess(logits, rgb.shape[:2])
+        t3 = time.perf_counter_ns()
+        return mask, Timing((t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6)
+
+    def logits(self, rgb: np.ndarray) -> np.ndarray:
+        """Raw 1xCxhxw float32 logits at the model's input size (for agreement checks)."""
+        if not self._warm:
+            self.warmup()
+        return np.array(self._run(self.preprocess(rgb)), copy=True)
+
+
+def _lane_channel(meta: CheckpointMeta) -> int:
+    tags = list(meta.task["tags"])
+    if meta.task["kind"] == "binary":
+        return 0
+    if ROADLINE_TAG not in tags:
+        raise CheckpointError(
+            f"multi-class checkpoint predicts tags {tags} without RoadLine ({ROADLINE_TAG}); "
+            "the predictor returns lane masks (use a checkpoint that has the RoadLine class)"
+        )
+    return tags.index(ROADLINE_TAG)
+
+
+def _torch_runner(module: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[np.ndarray], np.ndarray]:
+    @torch.inference_mode()
+    def run(x: np.ndarray) -> np.ndarray:
+        return module(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def _check_size(meta: CheckpointMeta, input_size: tuple[int, int]) -> tuple[int, int]:
+    h, w = int(input_size[0]), int(input_size[1])
+    multiple = 2 ** int(meta.arch_kwargs.get("depth", 4)) if meta.arch == "unet" else 32
+    if h <= 0 or w <= 0 or h % multiple or w % multiple:
+        raise ValueError(f"input_size {h}x{w} (HxW) must be positive multiples of {multiple} for {meta.arch}")
+    return h, w
+
+
+def load_predictor(
+    path: str | os.PathLike[str],
+    runtime: str = "torch",
+    threads: int | None = None,
+    input_size: tuple[int, int] | None = None,
+    compile: bool = True,
+) -> Predictor:
+    """Load any laneloop model file into a `Predictor`.
+
+    Args:
+        path: a ``.pth`` checkpoint (float / ptq / qat) or, for ``runtime="onnx"``, an
+            ``.onnx`` file from ``quant/export.py`` (a float ``.pth`` is exported on the fly).
+        runtime: "torch" or "onnx".
+        threads: intra-op threads (default: all cores). Sets torch's global thread count
+            for the torch runtime, the session's for ONNX Runtime.
+        input_size: (H, W) the model runs at (default: the checkpoint's); frames of any
+            size are resized to it and the mask back to the frame's size.
+        compile: torch runtime only: ``torch.compile`` with freezing at `warmup` (int8
+            models need it to run int8 kernels; without it they run the slow reference
+            graph, which is still correct).
+
+    Raises CheckpointError for a missing, corrupt or unusable file, ValueError for a bad
+    runtime or input size.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {list(RUNTIMES)}")
+    path = Path(path)
+    threads = int(threads) if threads else (os.cpu_count() or 1)
+    if runtime == "onnx":
+        return _load_onnx_predictor(path, threads, input_size)
+    if path.suffix == ".onnx":
+        raise CheckpointError(f"{path} is an ONNX file (load it with runtime='onnx' / --runtime onnx)")
+    torch.set_num_threads(threads)
+    _, meta = load_checkpoint(path)
+    size = _check_size(meta, input_size or meta.input_size)
+    scheme = meta.quant["scheme"]
+    if scheme == "float":
+        model, meta = build_from_checkpoint(path)
+        module: Callable[[torch.Tensor], torch.Tensor] = model
+        desc = "float eager"
+        if compile:
+            module = compile_frozen(model)
+            desc = "float compiled (inductor, freezing)"
+    else:
+        from perception import quantized
+
+        gm = quantized.load_quantized(path, input_size=size)
+        module = gm
+        desc = f"int8 {scheme} (PT2E reference, not compiled)"
+        if compile:
+            module = compile_frozen(gm)
+            desc = f"int8 {scheme} (PT2E, inductor)"
+    return Predictor(meta, path.stem, "torch", _torch_runner(module), size, threads, description=desc)
+
+
+def export_onnx_bytes(model: torch.nn.Module, input_size: tuple[int, int]) -> bytes:
+    """ONNX bytes of a float model at batch 1 and a fixed (H, W) (dynamo exporter, opset 18+)."""
+    import warnings
+
+    h, w = input_size
+    example = torch.zeros(1, 3, h, w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model.eval(), (example,), dynamo=True, verbose=False)
+    return program.model_proto.SerializeToString()
+
+
+def _ort_session(model: str | bytes, threads: int) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        where = model if isinstance(model, str) else "the exported model"
+        raise CheckpointError(f"ONNX Runtime cannot load {where}: {str(exc)[:300]} (re-export it)") from None
+
+
+def _load_onnx_predictor(path: Path, threads: int, input_size: tuple[int, int] | None) -> Predictor:
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise CheckpointError(f"ONNX file not found: {path} (check the path)")
+        meta = read_onnx_meta(path)
+        session = _ort_session(str(path), threads)
+    else:
+        _, meta = load_checkpoint(path)
+        if meta.quant["scheme"] != "float":
+            raise CheckpointError(
+                f"{path} is a {meta.quant['scheme']} checkpoint; for ONNX Runtime export an int8 model "
+                "with: python quant/export.py --model FLOAT.pth --format onnx --int8 --data DIR"
+            )
+        model, meta = build_from_checkpoint(path)
+        size = _check_size(meta, input_size or meta.input_size)
+        session = _ort_session(export_onnx_bytes(model, size), threads)
+    inp = session.get_inputs()[0]
+    shape = inp.shape
+    fixed = tuple(shape[2:4]) if all(isinstance(d, int) for d in shape[2:4]) else None
+    size = _check_size(meta, input_size or fixed or meta.input_size)
+    if fixed is not None and size != fixed:
+        raise ValueError(
+            f"{path} was exported for {fixed[0]}x{fixed[1]} (HxW) inputs, not {size[0]}x{size[1]} "
+            "(re-export it with --input-size, or leave input_size unset)"
+        )
+    name = inp.name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: x})[0]
+
+    kind = "int8 QDQ" if meta.quant["scheme"] != "float" else "float"
+    return Predictor(meta, path.stem, "onnx", run, size, threads, description=f"{kind} ONNX Runtime")
+
+
+def read_onnx_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """The `CheckpointMeta` stored in an ONNX file's metadata by ``quant/export.py``."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises many types for a bad file
+        raise CheckpointError(f"cannot read ONNX file {path}: {str(exc)[:200]} (re-export it)") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if ONNX_META_KEY not in props:
+        raise CheckpointError(f"{path} has no laneloop metadata (export it with quant/export.py)")
+    try:
+        return CheckpointMeta.from_dict(json.loads(props[ONNX_META_KEY]))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has malformed laneloop metadata: {exc} (re-export it)") from None
+
+
+__all__ = [
+    "RUNTIMES",
+    "Predictor",
+    "Timing",
+    "compile_frozen",
+    "export_onnx_bytes",
+    "load_predictor",
+    "read_onnx_meta",
+    "use_inductor_cache",
+]
