@@ -31,7 +31,7 @@ from collect.format import (
     read_rgb,
 )
 from perception.checkpoint import IMAGENET_MEAN, IMAGENET_STD
-from sim.tags import LANE_TAGS, parse_tags
+from sim.tags import LANE_TAGS, NAMES, parse_tags
 
 IGNORE_INDEX = 255
 #: (rgb HxWx3 uint8, labels HxW uint8 tag ids) -> the same, e.g. flips or crops for training.
@@ -92,6 +92,9 @@ class LaneDataset(Dataset):
         self.items: list[tuple[Path, dict[str, Any]]] = []
         for root in self.roots:
             manifest = read_manifest(root)
+            lacking = manifest.unannotated(self.tags)
+            if lacking:
+                raise DatasetError(_unannotated_message(root, manifest, lacking))
             if manifest.status != STATUS_COMPLETE and not allow_incomplete:
                 raise DatasetError(
                     f"{root}: recording unfinished (finish it with: python collect/record.py --resume "
@@ -176,6 +179,18 @@ class LaneDataset(Dataset):
         if self.task == "binary":
             return torch.from_numpy(image), torch.from_numpy(target.astype(np.float32)[None])
         return torch.from_numpy(image), torch.from_numpy(target.astype(np.int64))
+
+
+def _unannotated_message(root: Path, manifest: Manifest, lacking: list[int]) -> str:
+    """Why a task cannot be scored on an imported dataset, and which tags it can."""
+    names = ", ".join(f"{NAMES.get(t, '?')} ({t})" for t in lacking)
+    source = manifest.source or {}
+    note = source.get("task_note")
+    has = ",".join(str(t) for t in manifest.annotated_tags or [])
+    return (
+        f"{root}: this {source.get('dataset', manifest.backend)} dataset does not annotate {names}"
+        f"{f'; {note}' if note else ''} (choose among the tags it annotates: {has})"
+    )
 
 
 __all__ = ["IGNORE_INDEX", "LaneDataset", "Transform"]

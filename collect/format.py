@@ -1,6 +1,7 @@
 """The dataset format on disk (DESIGN.md "Dataset"): one folder, written atomically.
 
     DIR/manifest.json            format version, status, backend, camera, tag table, plan, counts
+                                 (imported real datasets also: source, annotated tags)
     DIR/index.parquet            one row per complete frame (INDEX_SCHEMA)
     DIR/rgb/e0000/f000000.png    RGB, 8-bit, 3 channels
     DIR/labels/e0000/f000000.png tag ids, 8-bit, 1 channel, lossless
@@ -84,6 +85,10 @@ class Manifest:
     tags: dict[str, list] = field(
         default_factory=lambda: {str(i): [name, list(rgb)] for i, (name, rgb) in TAGS.items()}
     )
+    # Optional, for frames imported from a real dataset (collect/importers.py); absent from
+    # the JSON when None, so simulator recordings keep the keys older readers know.
+    source: dict[str, Any] | None = None  # dataset, origin, label rules, notes, id -> source file
+    annotated_tags: list[int] | None = None  # tags the labels define; None: all (a simulator labels every pixel)
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     created: float = field(default_factory=time.time)
@@ -105,9 +110,18 @@ class Manifest:
         """Episode index -> split."""
         return {e.episode: e.split for e in self.episodes}
 
+    def unannotated(self, tags: list[int] | tuple[int, ...]) -> list[int]:
+        """The tags of `tags` this dataset's labels do not define (scoring them would be meaningless)."""
+        if self.annotated_tags is None:
+            return []
+        return [t for t in tags if t not in self.annotated_tags]
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["episodes"] = [asdict(e) for e in self.episodes]
+        for key in _OPTIONAL_KEYS:
+            if d[key] is None:
+                del d[key]
         return d
 
     @classmethod
@@ -130,6 +144,9 @@ class Manifest:
             return cls(**kw)
         except (KeyError, TypeError) as e:
             raise DatasetError(f"{where}: malformed manifest ({e}); re-record the dataset") from None
+
+
+_OPTIONAL_KEYS = ("source", "annotated_tags")
 
 
 def read_manifest(root: str | Path) -> Manifest:
