@@ -1,0 +1,189 @@
+"""The whole laneloop pipeline, from nothing to a report, as one resumable command.
+
+    python scripts/pipeline.py --quick            # a few minutes: the CI smoke test
+    python scripts/pipeline.py                    # the full setting that made models/
+    python scripts/pipeline.py --install          # ... and copy the models into models/
+
+Steps: record train/val data (three towns, cycled weathers) and a held-out test town ->
+train the float U-Net -> PTQ -> QAT -> ONNX export -> compare -> run_sim.py with all three
+models on a held-out scenario -> report. Each step runs the project's own CLI and is skipped
+when its outputs exist and its command has not changed (a stamp file per step), so a rerun
+after a crash continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Step:
+    name: str
+    argv: list[str]  # relative to the repo root; the first item is a script or "-m"
+    outputs: list[Path]
+    inputs: list[Path] = field(default_factory=list)
+
+    def key(self) -> str:
+        """What the step's result depends on: its command and its inputs' sizes and times."""
+        parts = [json.dumps(self.argv)]
+        for p in self.inputs:
+            files = sorted(p.rglob("*")) if p.is_dir() else [p]
+            for f in files:
+                if f.is_file():
+                    st = f.stat()
+                    parts.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How much of everything: --quick for CI, the default for the shipped models."""
+
+    train_towns: tuple[str, ...]
+    test_town: str
+    episodes: int
+    frames: int
+    epochs: int
+    qat_epochs: int
+    calib_frames: int
+    base_width: int
+    loop_frames: int
+    scenario: str
+    threads: int
+
+
+FULL = Setting(("Town03", "Town05", "Town01"), "Town10HD", episodes=8, frames=1200, epochs=14,
+               qat_epochs=3, calib_frames=200, base_width=16, loop_frames=1200, scenario="town10_rain",
+               threads=2)
+QUICK = Setting(("Town01",), "Town02", episodes=3, frames=36, epochs=1, qat_epochs=1, calib_frames=8,
+                base_width=4, loop_frames=20, scenario="town03_clear", threads=2)
+
+
+def plan(s: Setting, work: Path) -> list[Step]:
+    """The steps of a setting, in order; every path lives under `work`."""
+    py = [sys.executable]
+    data = work / "data"
+    steps: list[Step] = []
+    train_sets = []
+    for i, town in enumerate(s.train_towns):
+        out = data / town.lower()
+        train_sets.append(out)
+        steps.append(Step(f"record {town}", py + [
+            "collect/record.py", "--town", town, "--episodes", str(s.episodes), "--frames", str(s.frames),
+            "--weather", "cycle", "--seed", str(100 + i), "--split", "train=0.85,val=0.15,test=0",
+            "--out", str(out), "--no-progress"], [out / "manifest.json"]))
+    test = data / f"{s.test_town.lower()}_test"
+    steps.append(Step(f"record {s.test_town} (held out)", py + [
+        "collect/record.py", "--town", s.test_town, "--episodes", str(max(s.episodes // 2, 1)),
+        "--frames", str(max(s.frames // 2, 12)), "--weather", "cycle", "--seed", "900",
+        "--split", "train=0,val=0,test=1", "--out", str(test), "--no-progress"], [test / "manifest.json"]))
+    runs = work / "runs" / "unet_float"
+    float_ckpt = runs / "best.pth"
+    data_args = [a for d in train_sets for a in ("--data", str(d))]
+    steps.append(Step("train float U-Net", py + [
+        "train/train.py", *data_args, "--arch", "unet", "--arch-kwargs", json.dumps({"base_width": s.base_width}),
+        "--epochs", str(s.epochs), "--threads", str(s.threads), "--seed", "0", "--out", str(runs),
+        "--overwrite", "--no-progress"], [float_ckpt], train_sets))
+    models = work / "models"
+    ptq, qat = models / "unet_ptq.pth", models / "unet_qat.pth"
+    steps.append(Step("PTQ int8", py + [
+        "quant/ptq.py", "--model", str(float_ckpt), *data_args, "--calib-frames", str(s.calib_frames),
+        "--out", str(ptq), "--overwrite"], [ptq], [float_ckpt]))
+    steps.append(Step("QAT int8", py + [
+        "quant/qat.py", "--model", str(float_ckpt), *data_args, "--epochs", str(s.qat_epochs),
+        "--threads", str(s.threads), "--out", str(qat), "--overwrite", "--no-progress"], [qat], [float_ckpt]))
+    flt = models / "unet_float.pth"
+    steps.append(Step("copy float checkpoint", py + ["-c", (
+        "import shutil,sys; shutil.copyfile(sys.argv[1], sys.argv[2])"), str(float_ckpt), str(flt)],
+        [flt], [float_ckpt]))
+    onnx = models / "unet_qat.onnx"
+    steps.append(Step("ONNX export (QAT, QDQ)", py + [
+        "quant/export.py", "--model", str(qat), "--format", "onnx", "--out", str(onnx), "--overwrite"],
+        [onnx], [qat]))
+    compare = work / "compare"
+    steps.append(Step("compare float / PTQ / QAT", py + [
+        "quant/compare.py", "--models", str(flt), str(ptq), str(qat), "--data", str(test), "--split", "test",
+        "--out", str(compare), "--overwrite"], [compare / "compare.md"], [flt, ptq, qat]))
+    loop = work / "results" / "loop"
+    steps.append(Step(f"run_sim.py on {s.scenario}", py + [
+        "run_sim.py", "--model", str(flt), "--model", str(ptq), "--model", str(qat), "--scenario", s.scenario,
+        "--frames", str(s.loop_frames), "--threads", str(s.threads), "--out", str(loop), "--overwrite",
+        "--no-progress"], [loop / "summary.json"], [flt, ptq, qat]))
+    return steps
+
+
+def run(steps: list[Step], work: Path, force: bool) -> None:
+    stamps = work / ".stamps"
+    stamps.mkdir(parents=True, exist_ok=True)
+    for i, step in enumerate(steps, 1):
+        stamp = stamps / (hashlib.sha1(step.name.encode()).hexdigest()[:12] + ".json")
+        key = step.key()
+        done = stamp.exists() and json.loads(stamp.read_text()).get("key") == key
+        if done and all(o.exists() for o in step.outputs) and not force:
+            print(f"[{i}/{len(steps)}] {step.name}: up to date", flush=True)
+            continue
+        print(f"[{i}/{len(steps)}] {step.name}: {' '.join(step.argv[1:])}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(step.argv, cwd=ROOT)
+        if proc.returncode != 0:
+            raise SystemExit(f"error: step '{step.name}' failed with exit code {proc.returncode} "
+                             f"(fix it and rerun: finished steps are kept)")
+        missing = [str(o) for o in step.outputs if not o.exists()]
+        if missing:
+            raise SystemExit(f"error: step '{step.name}' did not write {', '.join(missing)} (a bug: report it)")
+        seconds = time.perf_counter() - t0
+        stamp.write_text(json.dumps({"key": key, "seconds": round(seconds, 1), "argv": step.argv}, indent=1))
+        print(f"    done in {seconds:.0f} s", flush=True)
+
+
+def install(work: Path) -> None:
+    """Copy the pipeline's models into models/ (the shipped ones)."""
+    dest = ROOT / "models"
+    dest.mkdir(exist_ok=True)
+    for name in ("unet_float.pth", "unet_ptq.pth", "unet_qat.pth", "unet_qat.onnx"):
+        src = work / "models" / name
+        if src.exists():
+            shutil.copyfile(src, dest / name)
+            print(f"installed models/{name} ({src.stat().st_size / 2**20:.2f} MiB)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny setting (a few minutes; the CI smoke test)")
+    ap.add_argument("--work", help="working folder (default build/pipeline or build/pipeline-quick)")
+    ap.add_argument("--force", action="store_true", help="rerun every step even when up to date")
+    ap.add_argument("--install", action="store_true", help="copy the resulting models into models/")
+    ap.add_argument("--dry-run", action="store_true", help="print the steps and stop")
+    args = ap.parse_args(argv)
+    setting = QUICK if args.quick else FULL
+    work = Path(args.work) if args.work else ROOT / "build" / ("pipeline-quick" if args.quick else "pipeline")
+    work = work.resolve()
+    steps = plan(setting, work)
+    if args.dry_run:
+        for s in steps:
+            print(f"{s.name}: {' '.join(s.argv[1:])}")
+        return 0
+    try:
+        run(steps, work, args.force)
+    except KeyboardInterrupt:
+        print("error: interrupted (rerun the same command to continue)", file=sys.stderr)
+        return 130
+    if args.install:
+        install(work)
+    print(f"pipeline finished: {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
