@@ -1,0 +1,312 @@
+"""The closed loop's command line: put lane models into a live simulation.
+
+    python run_sim.py --model unet_qat.pth
+
+Thin on purpose: parses arguments, loads the predictors (perception) and the scenario, and
+hands them with the one IoU (`perception.metrics.BinaryConfusion`) to `sim.loop`, which
+knows nothing of perception. Outputs: results/<run>/frames.parquet, summary.json, a
+frame strip and report.html; the per-model table is printed at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python run_sim.py` from anywhere: make the packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import argparse
+import logging
+import os
+import shlex
+import time
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+REPO = Path(__file__).resolve().parent
+MODELS_DIR = REPO / "models"
+RESULTS_DIR = REPO / "results"
+DEFAULT_MODEL = "unet_qat.pth"
+DEFAULT_SCENARIO = "town03_clear"
+
+log = logging.getLogger("run_sim")
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (exit code 1, one line)."""
+
+
+def resolve_model(spec: str) -> Path:
+    """A path as given, else a bare file name looked up in the repo's models/ folder."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    if path.parent == Path(".") and (MODELS_DIR / path.name).exists():
+        return MODELS_DIR / path.name
+    if spec == DEFAULT_MODEL:
+        raise UsageError(
+            f"the shipped model models/{DEFAULT_MODEL} is missing (make it with the quantization pipeline, "
+            "see README, or pass --model CKPT, e.g. a float checkpoint from train/train.py)"
+        )
+    where = f"{path}" if path.parent != Path(".") else f"{path} or {MODELS_DIR / path.name}"
+    raise UsageError(f"model file not found: {where} (check the path; bare names are looked up in models/)")
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Display names: file stems, disambiguated with the parent folder (then an index) when equal."""
+    names = [p.stem for p in paths]
+    for i, p in enumerate(paths):
+        if names.count(p.stem) > 1:
+            names[i] = f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if names.count(n) > 1:
+            seen[n] = seen.get(n, 0) + 1
+            names[i] = f"{n}#{seen[n]}"
+    return [n.replace("/", "_") for n in names]
+
+
+def build_scenario(args: argparse.Namespace) -> Any:
+    """The scenario file (or shipped name), with --town/--weather/--frames/--seed applied."""
+    from scenarios import load_scenario
+    from sim.types import Weather
+
+    scenario = load_scenario(args.scenario or DEFAULT_SCENARIO)
+    kw: dict[str, Any] = {}
+    if args.town:
+        kw["town"] = args.town
+        kw["ego_spawn"] = None if args.scenario is None else scenario.ego_spawn
+        if args.scenario is None:
+            kw["name"] = args.town.lower()
+    if args.weather:
+        kw["weathers"] = (Weather.preset(args.weather),)
+        if args.scenario is None:
+            kw["name"] = f"{kw.get('name', args.town.lower() if args.town else scenario.name)}_{args.weather}"
+    if args.frames is not None:
+        if args.frames < 1:
+            raise UsageError(f"--frames must be >= 1, got {args.frames}")
+        kw["frames"] = args.frames
+        kw["metres"] = None
+    return replace(scenario, **kw) if kw else scenario
+
+
+def load_models(args: argparse.Namespace, camera_hw: tuple[int, int]) -> list[Any]:
+    """Predictors for every --model, checked against the lane task, warmed up (compiled)."""
+    from perception.checkpoint import ROADLINE_TAG, CheckpointError
+    from perception.predictor import load_predictor
+    from sim.loop import ModelSlot
+
+    specs = args.model or [DEFAULT_MODEL]
+    paths = [resolve_model(s) for s in specs]
+    names = unique_names(paths)
+    slots = []
+    for name, path in zip(names, paths, strict=True):
+        kw = {"compile": False} if args.no_compile and args.runtime == "torch" else {}
+        predictor = load_predictor(path, runtime=args.runtime, threads=args.threads, **kw)
+        meta = predictor.meta
+        task = meta.task
+        if task["kind"] == "binary" and list(task["tags"]) != [ROADLINE_TAG]:
+            raise CheckpointError(
+                f"{path} predicts tags {task['tags']}, not lane markings (RoadLine, {ROADLINE_TAG}) "
+                "(use a lane-marking checkpoint)"
+            )
+        if tuple(predictor.input_size) != tuple(camera_hw):
+            h, w = predictor.input_size
+            log.warning(
+                "%s runs at %dx%d (HxW) but the camera gives %dx%d: frames are resized to the model and "
+                "masks back to the camera size (IoU is scored at the camera size)",
+                name,
+                h,
+                w,
+                camera_hw[0],
+                camera_hw[1],
+            )
+        predictor.name = name
+        if not args.no_progress and sys.stderr.isatty():
+            print(f"warming up {name} ({getattr(predictor, 'description', predictor.scheme)}) ...", file=sys.stderr)
+        t0 = time.perf_counter()
+        predictor.warmup()
+        info = {
+            "arch": meta.arch,
+            "arch_kwargs": dict(meta.arch_kwargs),
+            "runtime": getattr(predictor, "runtime", args.runtime),
+            "threads": getattr(predictor, "threads", args.threads),
+            "input_size": list(predictor.input_size),
+            "bits": meta.quant.get("bits"),
+            "description": getattr(predictor, "description", ""),
+            "warmup_s": time.perf_counter() - t0,
+            "checkpoint_metrics": dict(meta.metrics),
+        }
+        slots.append(ModelSlot(name, predictor, str(path), path.stat().st_size, info))
+    return slots
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_sim.py",
+        description=(
+            "Closed-loop simulation: every model sees the camera live; per-frame IoU and latency are logged, "
+            "and with --drive model each model drives its own episode on what it sees."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python run_sim.py --model unet_qat.pth\n"
+            "  python run_sim.py --model unet_float.pth --model unet_ptq.pth --model unet_qat.pth "
+            "--scenario town10_rain --frames 1200\n"
+            "  python run_sim.py --model unet_qat.pth --drive model --realtime --scenario highway_curves\n"
+            "  python run_sim.py --model unet_qat.pth --view                 # pygame window\n"
+            "  python -m sim.report results/<run>                            # rebuild the report\n"
+            "\n"
+            "Bare model names not found in the current folder are looked up in models/. A model trained at\n"
+            "another input size than the camera's runs on resized frames (a warning says so); a model of\n"
+            "another task than lane markings is refused."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("models")
+    g.add_argument(
+        "--model",
+        action="append",
+        metavar="CKPT",
+        help=f"checkpoint (.pth, or .onnx with --runtime onnx); repeat to compare (default: models/{DEFAULT_MODEL})",
+    )
+    g.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="inference runtime (default torch)")
+    g.add_argument("--threads", type=int, help="intra-op threads of the runtime (default: all cores)")
+    g.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="torch runtime: skip torch.compile (starts in seconds; int8 models then run the slow reference graph)",
+    )
+    g = p.add_argument_group("world")
+    g.add_argument("--scenario", help=f"scenario TOML file or shipped name (default {DEFAULT_SCENARIO})")
+    g.add_argument("--town", help="map, overriding the scenario's (e.g. Town03)")
+    g.add_argument("--weather", help="weather preset, overriding the scenario's (e.g. ClearNoon, HardRainNoon)")
+    g.add_argument("--frames", type=int, help="frames per episode (default: the scenario's)")
+    g.add_argument("--seed", type=int, help="episode seed (default: the scenario's)")
+    g.add_argument("--backend", choices=("embedded", "carla"), default="embedded", help="simulator (default embedded)")
+    g.add_argument("--host", default="127.0.0.1", help="CARLA server host")
+    g.add_argument("--port", type=int, default=2000, help="CARLA server port")
+    g.add_argument("--tm-port", type=int, default=8000, help="CARLA traffic manager port")
+    g.add_argument("--timeout", type=float, default=10.0, help="CARLA client timeout [s]")
+    g = p.add_argument_group("loop")
+    g.add_argument(
+        "--drive",
+        choices=("autopilot", "model"),
+        default="autopilot",
+        help="autopilot: one episode, all models scored on the same frames; model: each model drives its own "
+        "episode with the lane-keeping controller (default autopilot)",
+    )
+    g.add_argument(
+        "--realtime",
+        action="store_true",
+        help="charge each model's latency to simulated time: a slow model steers on stale masks, "
+        "frames it cannot keep up with are deadline misses",
+    )
+    g.add_argument("--view", action="store_true", help="live pygame view (space pause, n step, tab model, q quit)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", help="run folder (default results/<time>_<scenario>_<drive>)")
+    g.add_argument("--overwrite", action="store_true", help="replace the outputs of an existing run folder")
+    g.add_argument("--no-report", action="store_true", help="skip report.html at the end")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
+    return p
+
+
+def _fail(msg: str, code: int = 1) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit code (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if args.threads is not None and args.threads < 1:
+        return _fail(f"--threads must be >= 1, got {args.threads}", 2)
+    try:
+        return _run(args, argv)
+    except KeyboardInterrupt:
+        print("interrupted before the run started (nothing written)", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line per expected error, a hint for the rest
+        if args.debug:
+            raise
+        return _fail(_message(e))
+
+
+def _message(e: Exception) -> str:
+    from perception.checkpoint import CheckpointError
+    from scenarios import ScenarioError
+    from sim.backend import BackendError
+    from sim.loop import LoopError
+
+    if isinstance(e, (UsageError, CheckpointError, ScenarioError, BackendError, LoopError)):
+        return str(e)
+    if isinstance(e, ValueError):
+        return str(e)
+    if isinstance(e, OSError):
+        return f"{e} (check the path and permissions)"
+    return f"unexpected {type(e).__name__}: {e} (rerun with --debug for a traceback)"
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from perception.metrics import BinaryConfusion
+    from sim.loop import LoopConfig, prepare_out, run_loop
+    from sim.report import format_table, write_report
+
+    scenario = build_scenario(args)
+    cam = scenario.cameras[0]
+    if args.out:
+        out = Path(args.out)
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = RESULTS_DIR / f"{stamp}_{scenario.name}_{args.drive}{'_rt' if args.realtime else ''}"
+    prepare_out(out, args.overwrite)  # fail early, before minutes of compiling
+    models = load_models(args, (cam.height, cam.width))
+    backend_kwargs: dict[str, Any] = {}
+    if args.backend == "carla":
+        backend_kwargs = {"host": args.host, "port": args.port, "tm_port": args.tm_port, "timeout": args.timeout}
+    view = None
+    if args.view:
+        from sim.view import LoopView
+
+        view = LoopView(screenshot_dir=out / "screenshots")
+    command = "python run_sim.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    config = LoopConfig(
+        scenario=scenario,
+        out=out,
+        run=out.name,
+        seed=args.seed,
+        drive=args.drive,
+        realtime=args.realtime,
+        backend=args.backend,
+        backend_kwargs=backend_kwargs,
+        threads=args.threads or os.cpu_count(),
+        runtime=args.runtime,
+        progress=not args.no_progress,
+        command=command,
+    )
+    result = run_loop(config, models, BinaryConfusion, view=view)
+    print(format_table(result.summary))
+    report = None
+    if not args.no_report:
+        try:
+            report = write_report(out)
+        except Exception as e:  # noqa: BLE001 - the run's data is safe; say why the report is missing
+            if args.debug:
+                raise
+            print(f"warning: report not written: {e} (retry with python -m sim.report {out})", file=sys.stderr)
+    where = report if report is not None else out
+    if result.interrupted:
+        print(f"interrupted ({result.summary['end']}): partial results in {where}", file=sys.stderr)
+        return 130
+    print(f"results in {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
