@@ -79,9 +79,18 @@ def use_inductor_cache(path: str | os.PathLike[str] | None = None) -> Path:
 
 def compile_frozen(model: torch.nn.Module | Callable[..., Any]) -> Callable[..., Any]:
     """``torch.compile`` with inductor freezing: weights become constants, so conv+BN fold
-    and PT2E int8 patterns lower to oneDNN int8 kernels (the speed-up of QUANT.md)."""
+    and PT2E int8 patterns lower to oneDNN int8 kernels (the speed-up of QUANT.md).
+
+    Sets the global ``torch._inductor.config.freezing``: passing it through
+    ``torch.compile(options=...)`` fails on int8 graphs in torch 2.13 (the oneDNN weight
+    prepack is then not constant-folded). Freezing only affects graphs compiled for
+    inference (no autograd), so training compiles elsewhere are unaffected.
+    """
     use_inductor_cache()
-    return torch.compile(model, options={"freezing": True})
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    return torch.compile(model)
 
 
 class Predictor:
