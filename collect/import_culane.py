@@ -88,7 +88,7 @@ def find_frames(root: Path, list_file: str | Path, line_width: float) -> list[So
             raise SourceError(f"{image} is missing: named by {list_path} line {n} (is ROOT CULane's folder?)")
         lines = image.with_name(image.stem + LINES_SUFFIX)
         if not lines.is_file():
-            raise SourceError(f"{lines} is missing: the lane file of {image} (unpack annotations_new.tar.gz into ROOT)")
+            raise SourceError(f"{lines} is missing: the lane file of {image} (unpack CULane's annotations into ROOT)")
         parts = Path(name).parts
         frames.append(
             SourceFrame(
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "python -m collect.import_culane",
         "Import CULane lane labels (*.lines.txt) into a laneloop dataset folder as binary lane masks.",
         "  python -m collect.import_culane ~/data/CULane --list list/test.txt --size 160x320 --out data/culane_test\n"
-        "  python -m collect.import_culane ~/data/CULane --list list/test_split/test5_night.txt --size 160x320 "
+        "  python -m collect.import_culane ~/data/CULane --list list/test_split/test8_night.txt --size 160x320 "
         "--out data/culane_night",
     )
     p.add_argument("--list", required=True, metavar="FILE", help="image list relative to ROOT, e.g. list/test.txt")

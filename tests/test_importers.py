@@ -467,3 +467,59 @@ def test_culane_errors(culane, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert f"{first} is missing" in _error(capsys)
     assert not out.exists()
     _no_leftovers(tmp_path)
+
+
+def test_interrupt_leaves_nothing_and_overwrite_keeps_foreign_files(tusimple, tmp_path: Path) -> None:
+    import argparse
+
+    from collect.importers import SourceFrame, import_frames, run_cli
+
+    root, _ = tusimple
+    out = tmp_path / "ts"
+    image = next(root.rglob("*.jpg"))
+
+    def labels(src: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        raise KeyboardInterrupt  # Ctrl-C in the middle of a frame
+
+    frames = [SourceFrame(f"f{k}.jpg", "e", "t", image, labels) for k in range(3)]
+    kw = {"dataset": "x", "split": "test", "annotated_tags": (ROAD_LINE,), "source": {}}
+    args = argparse.Namespace(out=out, debug=False)
+    assert run_cli(args, lambda: import_frames(frames, out, **kw)) == 130
+    assert not out.exists()
+    _no_leftovers(tmp_path)
+    # A dataset folder may hold files of the user's: --overwrite replaces the dataset, keeps them.
+    assert tusimple_main([str(root), "--out", str(out), "--no-progress"]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert tusimple_main([str(root), "--out", str(out), "--overwrite", "--size", "36x64", "--no-progress"]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and read_manifest(out).height == 36
+    _assert_valid(out)
+    _no_leftovers(tmp_path)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_accepts_imported_folders(
+    cityscapes: Path, tusimple, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Binary lane evaluation on TuSimple, multi-class on Cityscapes' tags; the lane task on
+    Cityscapes is refused with the importer's reason."""
+    evaluate = pytest.importorskip("train.evaluate")
+    from perception.checkpoint import CheckpointMeta, binary_task, multiclass_task, save_checkpoint
+    from perception.models import build_model
+
+    cs, ts = tmp_path / "cs", tmp_path / "ts"
+    assert cityscapes_main([str(cityscapes), "--out", str(cs), "--size", "32x64", "--no-progress"]) == 0
+    assert tusimple_main([str(tusimple[0]), "--out", str(ts), "--size", "32x64", "--no-progress"]) == 0
+    torch.manual_seed(0)
+    for name, task in (("bin", binary_task()), ("multi", multiclass_task([1, 11, 14]))):
+        model = build_model("unet", num_classes=len(task["tags"]) if name == "multi" else 1, depth=2, base_width=4)
+        meta = CheckpointMeta.for_model(model, task=task, input_size=(32, 64))
+        save_checkpoint(tmp_path / f"{name}.pth", model, meta)
+    capsys.readouterr()
+    assert evaluate.main(["--model", str(tmp_path / "bin.pth"), "--data", str(ts), "--split", "test"]) == 0
+    assert "dataset IoU" in capsys.readouterr().out
+    assert evaluate.main(["--model", str(tmp_path / "multi.pth"), "--data", str(cs), "--split", "val"]) == 0
+    assert "mean IoU" in capsys.readouterr().out
+    assert evaluate.main(["--model", str(tmp_path / "bin.pth"), "--data", str(cs), "--split", "val"]) == 1
+    assert "no lane-marking class" in _error(capsys)
