@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -101,7 +102,7 @@ def label_files(root: Path, patterns: list[str] | None) -> list[Path]:
     if patterns:
         files = []
         for pattern in patterns:
-            found = sorted(Path(p) for p in glob.glob(str(root / pattern)))
+            found = sorted(Path(p) for p in glob.glob(os.path.join(glob.escape(str(root)), pattern)))
             if not found:
                 raise SourceError(f"{root / pattern}: no such label file (--json paths are relative to ROOT)")
             files += found
