@@ -1,0 +1,153 @@
+"""Shared pieces of the quant/ CLIs: the error convention, calibration frames, metadata.
+
+Every CLI prints expected errors as one line ``error: <what> (<what to do>)`` and exits 1
+(2 for usage errors), with a traceback only under ``--debug`` (DESIGN.md, Conventions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import shlex
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from collect.dataset import LaneDataset
+from collect.format import DatasetError
+from perception import quantized
+from perception.checkpoint import CheckpointError, CheckpointMeta
+from perception.predictor import use_inductor_cache
+
+
+class QuantError(Exception):
+    """An expected failure of a quant/ command; the message says what to do."""
+
+
+def fail(msg: str, code: int = 1) -> int:
+    """Print the one-line error of DESIGN.md and return the exit code."""
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """--threads, --overwrite, --no-progress, --debug, --seed: the same in every CLI."""
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
+
+
+def run_cli(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse `argv`, set threads and the inductor cache, run `main`, map errors to one line."""
+    args = parser.parse_args(argv)
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    threads = getattr(args, "threads", None) or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    use_inductor_cache()
+    try:
+        return main(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (QuantError, CheckpointError, DatasetError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        if args.debug:
+            raise
+        return fail(str(exc))
+    except Exception as exc:  # unexpected: still one line unless --debug
+        if args.debug:
+            raise
+        return fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """tqdm on stderr only when it is a terminal and --no-progress is not given."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def check_output(path: str | Path, overwrite: bool) -> Path:
+    """Refuse to overwrite an existing output unless --overwrite (checked before the work)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise QuantError(f"{path} exists (pass --overwrite to replace it)")
+    return path
+
+
+def command_line() -> str:
+    """The command that is running, for the checkpoint's ``command`` field."""
+    return shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+
+
+def file_digest(path: str | Path) -> str:
+    """First 16 hex digits of the file's SHA-256: the parent checkpoint's identity."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def dataset_for(meta: CheckpointMeta, root: str | Path, split: str, size: tuple[int, int] | None = None) -> LaneDataset:
+    """The split of `root` preprocessed exactly as the model (and the predictor) expects."""
+    if meta.task["kind"] != "binary":
+        raise QuantError("quantization tools handle binary lane checkpoints only (use a binary checkpoint)")
+    norm = meta.normalisation
+    return LaneDataset(
+        root,
+        split=split,
+        tags=meta.task["tags"],
+        size=size or tuple(meta.input_size),
+        mean=norm["mean"],
+        std=norm["std"],
+    )
+
+
+def calibration_frames(ds: LaneDataset, n: int) -> Iterator[torch.Tensor]:
+    """`n` frames spread evenly over the dataset (deterministic), each 1x3xHxW."""
+    if n < 1:
+        raise QuantError(f"--calib-frames must be >= 1, got {n}")
+    idx = np.unique(np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(int))
+    for i in idx:
+        yield ds[int(i)][0].unsqueeze(0)
+
+
+def quantized_meta(
+    float_meta: CheckpointMeta,
+    gm: torch.fx.GraphModule,
+    scheme: str,
+    recipe: dict[str, Any],
+    parent: str | Path,
+    extra: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> CheckpointMeta:
+    """Metadata of an int8 checkpoint derived from its float parent."""
+    parent = Path(parent)
+    quant_extra = {
+        **recipe,
+        "graph": quantized.graph_fingerprint(gm),
+        "parent": {"path": str(parent), "sha256_16": file_digest(parent), "metrics": dict(float_meta.metrics)},
+        **(extra or {}),
+    }
+    return dataclasses.replace(
+        float_meta,
+        quant={"scheme": scheme, "bits": 8, "backend": quantized.BACKEND, "extra": quant_extra},
+        metrics=dict(metrics or {}),
+        data=dict(data if data is not None else float_meta.data),
+        command=command_line(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def size_mb(path: str | Path) -> float:
+    """File size in MB (10^6 bytes)."""
+    return Path(path).stat().st_size / 1e6

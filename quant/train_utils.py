@@ -1,0 +1,80 @@
+"""Small training helpers shared by QAT, the low-bit study and the tests.
+
+The colleague's ``train/train.py`` is the real trainer; these helpers only fine-tune or
+quickly fit a model in-process (QAT epochs, study budgets, tiny test models), with the
+same loss (BCE with logits on the lane mask) and the one IoU (`perception.metrics`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from collect.dataset import LaneDataset
+from perception.metrics import BinaryConfusion
+
+
+def lane_loader(
+    root: str | Path,
+    split: str,
+    size: tuple[int, int],
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    limit: int | None = None,
+) -> DataLoader:
+    """DataLoader over one split of a recorded dataset (binary lane task), in this process."""
+    ds = LaneDataset(root, split=split, size=size)
+    if limit is not None and limit < len(ds):
+        idx = np.linspace(0, len(ds) - 1, limit).round().astype(int).tolist()
+        ds = torch.utils.data.Subset(ds, idx)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
+
+
+def bce_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 4.0) -> torch.Tensor:
+    """BCE with logits; lane pixels are ~4% of a frame, so they are up-weighted."""
+    return nn.functional.binary_cross_entropy_with_logits(
+        logits, target, pos_weight=torch.tensor(pos_weight, device=logits.device)
+    )
+
+
+def train_steps(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    params: Iterable[nn.Parameter],
+    loader: DataLoader,
+    steps: int,
+    lr: float,
+    on_step: Callable[[int, float], None] | None = None,
+) -> float:
+    """Adam for `steps` batches (cycling the loader); returns the mean loss of the last 20."""
+    opt = torch.optim.Adam(list(params), lr=lr)
+    losses: list[float] = []
+    step = 0
+    while step < steps:
+        for x, y in loader:
+            loss = bce_loss(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if on_step is not None:
+                on_step(step, losses[-1])
+            step += 1
+            if step >= steps:
+                break
+    return float(np.mean(losses[-20:]))
+
+
+@torch.no_grad()
+def evaluate_iou(model: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader) -> dict[str, float | int]:
+    """Pooled and mean per-frame lane IoU of `model` (logits > 0) over a loader."""
+    conf = BinaryConfusion()
+    for x, y in loader:
+        for i in range(x.shape[0]):
+            conf.update((model(x[i : i + 1])[0, 0] > 0).numpy(), y[i, 0].numpy() > 0.5)
+    return conf.compute()
