@@ -1,0 +1,1 @@
+"""Training and evaluation: the train/evaluate CLIs, losses, paired augmentation."""

@@ -1,0 +1,262 @@
+"""Score a checkpoint on a recorded dataset split: the lane IoU figures a report quotes.
+
+    python train/evaluate.py --model runs/unet_w16/best.pth --data data/town10hd --split test
+
+Numbers (binary lane task), all from `perception.metrics`, the one IoU of the project:
+
+- dataset IoU: pixels pooled over all frames, ΣTP / (ΣTP + ΣFP + ΣFN);
+- mean per-frame IoU: the average IoU of the frames that are not empty;
+- precision, recall, F1 of the pooled pixels;
+- empty frames, counted apart: a frame whose truth has no lane pixel and where the model
+  predicts none either has no defined IoU (0/0). It is neither a 0 (the seed project's
+  "zero IoU from noise") nor a 1: it is left out of the mean per-frame IoU and reported as
+  a count. A frame with no true lane pixel but some predicted scores IoU 0.
+
+Multi-class checkpoints report the mean IoU over classes and the IoU of each class.
+Quantized checkpoints are served by `perception.predictor` once it lands; `load_predict`
+is the one function to change for that.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python train/evaluate.py`: make the packages importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse
+import json
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from collect.dataset import IGNORE_INDEX, LaneDataset
+from collect.format import DatasetError, atomic_write_bytes, encode_label_png, encode_rgb_png
+from perception.checkpoint import CheckpointError, CheckpointMeta, build_from_checkpoint, load_checkpoint
+from perception.metrics import BinaryConfusion, ConfusionMatrix
+
+log = logging.getLogger("train.evaluate")
+
+#: images N x 3 x H x W (normalised) -> logits N x C x H x W.
+Predict = Callable[[torch.Tensor], torch.Tensor]
+#: (dataset indices of the batch, images, targets, predictions) -> None; e.g. writes PNGs.
+OnBatch = Callable[[range, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+RUNTIMES = ("torch",)
+
+
+def predictions(logits: torch.Tensor) -> torch.Tensor:
+    """Hard predictions: bool N x 1 x H x W (logit > 0) for one channel, else class indices."""
+    return logits > 0 if logits.shape[1] == 1 else logits.argmax(dim=1)
+
+
+@torch.inference_mode()
+def score(
+    predict: Predict,
+    loader: DataLoader,
+    task: str,
+    num_classes: int = 1,
+    loss_fn: nn.Module | None = None,
+    on_batch: OnBatch | None = None,
+) -> dict[str, Any]:
+    """Run `predict` over `loader` and return the metrics (and the mean loss if `loss_fn`).
+
+    The loader must not shuffle when `on_batch` needs dataset indices. Binary results
+    carry every field of `BinaryConfusion.compute`; multi-class ones the mean IoU as
+    ``iou`` plus ``per_class_iou`` and ``pixel_accuracy`` (precision/recall are NaN).
+    """
+    binary = task == "binary"
+    confusion: BinaryConfusion | ConfusionMatrix = (
+        BinaryConfusion() if binary else ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
+    )
+    loss_sum, seen = 0.0, 0
+    for images, targets in loader:
+        logits = predict(images)
+        if loss_fn is not None:
+            loss_sum += float(loss_fn(logits, targets)) * len(images)
+        pred = predictions(logits)
+        if binary:
+            confusion.update_batch(pred, targets > 0.5)
+        else:
+            confusion.update(pred, targets)
+        if on_batch is not None:
+            on_batch(range(seen, seen + len(images)), images, targets, pred)
+        seen += len(images)
+    if binary:
+        out: dict[str, Any] = confusion.compute()
+    else:
+        mc = confusion.compute()
+        out = {
+            "iou": mc["miou"],
+            "per_class_iou": mc["per_class_iou"],
+            "pixel_accuracy": mc["pixel_accuracy"],
+            "precision": math.nan,
+            "recall": math.nan,
+            "frames": seen,
+        }
+    out["loss"] = loss_sum / seen if loss_fn is not None and seen else math.nan
+    return out
+
+
+def load_predict(path: str | Path, runtime: str = "torch") -> tuple[Predict, CheckpointMeta]:
+    """The model of checkpoint `path` as a `Predict` function, with its metadata.
+
+    Float checkpoints are rebuilt with `build_from_checkpoint`. Quantized ones need
+    `perception.predictor.load_predictor`; this is the one place to call it from.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r} (choose one of: {', '.join(RUNTIMES)})")
+    _, meta = load_checkpoint(path)
+    if meta.quant["scheme"] != "float":
+        raise CheckpointError(
+            f"{path} is a {meta.quant['scheme']} checkpoint; evaluating quantized models needs "
+            "perception.predictor, which has not landed yet (evaluate the float parent checkpoint)"
+        )
+    model, meta = build_from_checkpoint(path)
+    return model.eval(), meta
+
+
+def dataset_for(meta: CheckpointMeta, roots: list[str], split: str) -> LaneDataset:
+    """The split of `roots` the way the checkpoint expects it: its task, input size, normalisation."""
+    return LaneDataset(
+        roots,
+        split=split,
+        tags=meta.task["tags"],
+        task=meta.task["kind"],
+        size=tuple(meta.input_size),
+        mean=meta.normalisation["mean"],
+        std=meta.normalisation["std"],
+    )
+
+
+def prediction_writer(dataset: LaneDataset, out: Path) -> OnBatch:
+    """`OnBatch` that writes, per frame, ``<id>_pred.png`` (predicted tag ids, the label
+    format of collect/) and ``<id>_overlay.png`` (binary: true positives green, false
+    positives red, misses blue; multi-class: predicted class colours blended)."""
+    from sim.tags import PALETTE
+
+    out.mkdir(parents=True, exist_ok=True)
+    tags = np.asarray(dataset.tags, dtype=np.uint8)
+    mean = torch.tensor(dataset.mean).view(3, 1, 1)
+    std = torch.tensor(dataset.std).view(3, 1, 1)
+
+    def write(indices: range, images: torch.Tensor, targets: torch.Tensor, pred: torch.Tensor) -> None:
+        for k, i in enumerate(indices):
+            root, row = dataset.items[i]
+            name = f"{root.name}_{row['id']}" if len(dataset.roots) > 1 else row["id"]
+            rgb = ((images[k] * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+            if dataset.task == "binary":
+                p = pred[k, 0].numpy()
+                t = targets[k, 0].numpy() > 0.5
+                tag_map = np.where(p, tags[0], 0).astype(np.uint8)
+                overlay = rgb.copy()
+                overlay[p & t] = (0, 255, 0)
+                overlay[p & ~t] = (255, 0, 0)
+                overlay[~p & t] = (0, 0, 255)
+            else:
+                tag_map = tags[pred[k].numpy()]
+                overlay = (0.5 * rgb + 0.5 * PALETTE[tag_map]).astype(np.uint8)
+            atomic_write_bytes(out / f"{name}_pred.png", encode_label_png(tag_map))
+            atomic_write_bytes(out / f"{name}_overlay.png", encode_rgb_png(overlay))
+
+    return write
+
+
+def evaluate_checkpoint(
+    model_path: str | Path,
+    roots: list[str],
+    split: str = "test",
+    batch_size: int = 8,
+    runtime: str = "torch",
+    save_predictions: str | Path | None = None,
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on a dataset split (see the module doc for their rules)."""
+    predict, meta = load_predict(model_path, runtime)
+    dataset = dataset_for(meta, roots, split)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    on_batch = prediction_writer(dataset, Path(save_predictions)) if save_predictions else None
+    result = score(predict, loader, meta.task["kind"], meta.num_classes, on_batch=on_batch)
+    result.pop("loss")
+    result.update(model=str(model_path), data=[str(r) for r in roots], split=split, runtime=runtime)
+    result["task"] = meta.task
+    result["input_size"] = list(meta.input_size)
+    return result
+
+
+def format_result(r: dict[str, Any]) -> str:
+    """Human-readable summary of `evaluate_checkpoint`'s result."""
+    if r["task"]["kind"] == "binary":
+        return "\n".join(
+            [
+                f"dataset IoU        {r['iou']:.4f}   (pixels pooled over {r['frames']} frames)",
+                f"mean frame IoU     {r['mean_frame_iou']:.4f}   "
+                f"(over the {r['frames'] - r['empty_frames']} non-empty frames)",
+                f"precision          {r['precision']:.4f}",
+                f"recall             {r['recall']:.4f}",
+                f"F1                 {r['f1']:.4f}",
+                f"empty frames       {r['empty_frames']}        "
+                "(no lane in truth nor prediction: no IoU, counted apart)",
+            ]
+        )
+    per_class = ", ".join(f"{t}: {v:.3f}" for t, v in zip(r["task"]["tags"], r["per_class_iou"], strict=True))
+    return f"mean IoU {r['iou']:.4f} over tags ({per_class}); pixel accuracy {r['pixel_accuracy']:.4f}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train/evaluate.py",
+        description="Score a checkpoint on a dataset split (lane IoU, precision, recall, F1).",
+        epilog=(
+            "examples:\n"
+            "  python train/evaluate.py --model runs/unet_w16/best.pth --data data/town10hd --split test\n"
+            "  python train/evaluate.py --model runs/unet_w16/best.pth --data data/a --data data/b "
+            "--save-predictions results/preds --json results/eval.json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="checkpoint (.pth)")
+    p.add_argument("--data", action="append", required=True, help="dataset folder (repeat to merge several)")
+    p.add_argument("--split", default="test", help="train, val, test or all (default test)")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default 8)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch", help="inference runtime (default torch)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: all cores)")
+    p.add_argument("--save-predictions", metavar="DIR", help="write predicted label and overlay PNGs here")
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit code (0 ok, 1 error, 2 usage)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        if args.json and Path(args.json).exists() and not args.overwrite:
+            raise FileExistsError(f"{args.json} exists (pass --overwrite to replace it)")
+        result = evaluate_checkpoint(
+            args.model, args.data, args.split, args.batch_size, args.runtime, args.save_predictions
+        )
+    except (CheckpointError, DatasetError, ValueError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_result(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
