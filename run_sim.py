@@ -204,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="charge each model's latency to simulated time: a slow model steers on stale masks, "
         "frames it cannot keep up with are deadline misses",
     )
+    g.add_argument(
+        "--junctions",
+        choices=("hold", "autopilot"),
+        default="hold",
+        help="--drive model in junctions: hold (the lane keeper drives straight on, default) or autopilot "
+        "(the simulator's autopilot takes the junction, the lane keeper the roads)",
+    )
     g.add_argument("--view", action="store_true", help="live pygame view (space pause, n step, tab model, q quit)")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="run folder (default results/<time>_<scenario>_<drive>)")
@@ -283,6 +290,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         seed=args.seed,
         drive=args.drive,
         realtime=args.realtime,
+        junctions=args.junctions,
         backend=args.backend,
         backend_kwargs=backend_kwargs,
         threads=args.threads or os.cpu_count(),

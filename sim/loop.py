@@ -15,6 +15,12 @@ Drive modes:
   the same frames (float, PTQ and QAT compared on identical images).
 - ``model``: each model drives its own episode (same scenario and seed) with
   `sim.control.LaneKeepingController` on its own masks; lane-keeping metrics per episode.
+  In junctions the lane keeper sees no lane and drives on (``junctions="hold"``, the
+  default: it follows the stop line's axis straight across), so in grid towns an episode
+  ends at the first junction without a straight exit. ``junctions="autopilot"`` hands
+  junctions to the backend's autopilot (a navigator taking the turns; the switch uses the
+  backend's ground-truth junction flag, the lane keeper itself never does) and the lane
+  keeper takes over again on the next road: lane keeping is judged on roads either way.
 
 Real-time budget (``realtime=True``): each model has a clock in simulated time. A model
 starts a frame only when it is idle; its measured latency is charged to simulated time,
@@ -49,7 +55,7 @@ from sim import tags
 from sim.backend import Backend, make_backend
 from sim.control import ControllerConfig, LaneKeepingController
 from sim.runlog import FrameLog
-from sim.types import EgoState, Observation
+from sim.types import Control, EgoState, Observation
 
 if TYPE_CHECKING:
     from scenarios.schema import Scenario
@@ -57,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sim.loop")
 
 DRIVES = ("autopilot", "model")
+JUNCTION_POLICIES = ("hold", "autopilot")
 #: Files a run writes into its folder (what --overwrite may replace).
 OUTPUTS = ("frames.parquet", "summary.json", "report.html", "strip", "screenshots")
 ROAD_TAGS = (tags.ROAD, tags.ROAD_LINE)
@@ -130,6 +137,7 @@ class LoopConfig:
     flush_every_s: float = 1.0
     strip_size: int = 8
     controller: ControllerConfig | None = None
+    junctions: str = "hold"  # model drive: "hold" (the lane keeper drives on) or "autopilot" (see module doc)
     end_on_collision: bool = True
     off_road_m: float = 8.0
     off_road_s: float = 1.0
@@ -465,6 +473,10 @@ class Loop:
     ) -> None:
         if not models:
             raise LoopError("no models to run (pass at least one --model)")
+        if config.junctions not in JUNCTION_POLICIES:
+            raise LoopError(
+                f"unknown junction policy {config.junctions!r} (choose one of: {', '.join(JUNCTION_POLICIES)})"
+            )
         if config.drive not in DRIVES:
             raise LoopError(f"unknown drive mode {config.drive!r} (choose one of: {', '.join(DRIVES)})")
         names = [m.name for m in models]
@@ -601,13 +613,22 @@ class Loop:
         frame = 0
         off_road_s = stuck_s = 0.0
         active = self.models.index(slot)
+        handed_over = False
         while True:
             truth = self._truth(obs)
             fresh, timing, missed = tr.perceive(obs.camera.rgb, obs.sim_time, dt, cfg.realtime, self.times)
             t = time.perf_counter()
-            control = ctl.step(tr.mask, obs.ego.speed, dt, fresh)
+            control: Control | None
+            if cfg.junctions == "autopilot" and obs.ego.in_junction:
+                control, steer, handed_over = None, float(obs.ego.steer), True  # the backend drives the junction
+            else:
+                if handed_over:
+                    ctl.reset()  # back from the junction: pick the lane up afresh
+                    handed_over = False
+                control = ctl.step(tr.mask, obs.ego.speed, dt, fresh)
+                steer = control.steer
             self.times.control_s += time.perf_counter() - t
-            row, vm = self._score_and_row(tr, obs, truth, timing, missed, control.steer, frame)
+            row, vm = self._score_and_row(tr, obs, truth, timing, missed, steer, frame)
             row["lane_departure"] = tr.meter.update(obs.ego)
             self._log(frame_log, row)
             self._offer_strip(obs, truth, [tr], frame, group=slot.name)
@@ -886,6 +907,7 @@ class Loop:
             "seed": cfg.seed_value,
             "drive": cfg.drive,
             "realtime": cfg.realtime,
+            "junctions": cfg.junctions if cfg.drive == "model" else None,
             "backend": cfg.backend,
             "dt": sc.dt,
             "target_speed": sc.target_speed,
