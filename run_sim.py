@@ -47,8 +47,8 @@ def resolve_model(spec: str) -> Path:
         return MODELS_DIR / path.name
     if spec == DEFAULT_MODEL:
         raise UsageError(
-            f"the shipped model models/{DEFAULT_MODEL} is missing (make it with the quantization pipeline, "
-            "see README, or pass --model CKPT, e.g. a float checkpoint from train/train.py)"
+            f"the shipped model models/{DEFAULT_MODEL} is missing (make it with python quant/qat.py, see README, "
+            "or pass --model CKPT, e.g. a float checkpoint from train/train.py)"
         )
     where = f"{path}" if path.parent != Path(".") else f"{path} or {MODELS_DIR / path.name}"
     raise UsageError(f"model file not found: {where} (check the path; bare names are looked up in models/)")
@@ -56,10 +56,8 @@ def resolve_model(spec: str) -> Path:
 
 def unique_names(paths: list[Path]) -> list[str]:
     """Display names: file stems, disambiguated with the parent folder (then an index) when equal."""
-    names = [p.stem for p in paths]
-    for i, p in enumerate(paths):
-        if names.count(p.stem) > 1:
-            names[i] = f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
+    stems = [p.stem for p in paths]
+    names = [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 and p.parent.name else p.stem for p in paths]
     seen: dict[str, int] = {}
     for i, n in enumerate(names):
         if names.count(n) > 1:
@@ -261,18 +259,46 @@ def _message(e: Exception) -> str:
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from perception.metrics import BinaryConfusion
-    from sim.loop import LoopConfig, prepare_out, run_loop
+    from sim.loop import prepare_out
     from sim.report import format_table, write_report
 
     scenario = build_scenario(args)
-    cam = scenario.cameras[0]
     if args.out:
         out = Path(args.out)
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = RESULTS_DIR / f"{stamp}_{scenario.name}_{args.drive}{'_rt' if args.realtime else ''}"
+    created = not out.exists()
     prepare_out(out, args.overwrite)  # fail early, before minutes of compiling
+    try:
+        result = _loop(args, argv, scenario, out)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing was written: leave no empty run folder behind
+        raise
+    print(format_table(result.summary))
+    report = None
+    if not args.no_report:
+        try:
+            report = write_report(out)
+        except Exception as e:  # noqa: BLE001 - the run's data is safe; say why the report is missing
+            if args.debug:
+                raise
+            print(f"warning: report not written: {e} (retry with python -m sim.report {out})", file=sys.stderr)
+    where = report if report is not None else out
+    if result.interrupted:
+        print(f"interrupted ({result.summary['end']}): partial results in {where}", file=sys.stderr)
+        return 130
+    print(f"results in {where}")
+    return 0
+
+
+def _loop(args: argparse.Namespace, argv: list[str] | None, scenario: Any, out: Path) -> Any:
+    """Load the models and run the loop (outputs in `out`)."""
+    from perception.metrics import BinaryConfusion
+    from sim.loop import LoopConfig, run_loop
+
+    cam = scenario.cameras[0]
     models = load_models(args, (cam.height, cam.width))
     backend_kwargs: dict[str, Any] = {}
     if args.backend == "carla":
@@ -298,22 +324,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         progress=not args.no_progress,
         command=command,
     )
-    result = run_loop(config, models, BinaryConfusion, view=view)
-    print(format_table(result.summary))
-    report = None
-    if not args.no_report:
-        try:
-            report = write_report(out)
-        except Exception as e:  # noqa: BLE001 - the run's data is safe; say why the report is missing
-            if args.debug:
-                raise
-            print(f"warning: report not written: {e} (retry with python -m sim.report {out})", file=sys.stderr)
-    where = report if report is not None else out
-    if result.interrupted:
-        print(f"interrupted ({result.summary['end']}): partial results in {where}", file=sys.stderr)
-        return 130
-    print(f"results in {where}")
-    return 0
+    return run_loop(config, models, BinaryConfusion, view=view)
 
 
 if __name__ == "__main__":

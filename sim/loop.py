@@ -506,7 +506,9 @@ class Loop:
         t0 = time.perf_counter()
         frame_log = FrameLog(out / "frames.parquet", flush_every_s=cfg.flush_every_s)
         end = "completed"
+        failed = False
         backend = None
+        summary: dict[str, Any] = {}
         try:
             with self.stop.installed():
                 backend = self.backend_factory(cfg.backend, **cfg.backend_kwargs)
@@ -519,23 +521,29 @@ class Loop:
                             break
         except KeyboardInterrupt:
             end = "interrupted"
+        except BaseException:
+            end, failed = "error", True
+            raise
         finally:
             self.times.wall_s = time.perf_counter() - t0
             if self._bar is not None:
                 self._bar.close()
             for tr in self.tracks.values():
                 if tr.end_reason == "running":
-                    tr.end_reason = end if end in ("interrupted", "quit") else "completed"
+                    tr.end_reason = end if end in ("interrupted", "quit", "error") else "completed"
+            # A run that failed before its first frame (unknown town, no server) leaves nothing behind.
+            keep = not (failed and frame_log.rows == 0)
             try:
-                frame_log.close()
+                frame_log.close(discard=not keep)
             finally:
                 if backend is not None:
                     backend.close()
                 if self.view is not None and hasattr(self.view, "close"):
                     self.view.close()
-                strip = self._save_strip(out)
-                summary = self.summary(end, strip, frame_log.rows)
-                write_json(out / "summary.json", summary)
+                if keep:
+                    strip = self._save_strip(out)
+                    summary = self.summary(end, strip, frame_log.rows)
+                    write_json(out / "summary.json", summary)
         return RunResult(out, summary, end in ("interrupted", "quit"), self.times)
 
     # -- episodes --------------------------------------------------------------------------

@@ -57,7 +57,8 @@ class FrameLog:
         self.path = Path(path)
         self.flush_every_s = float(flush_every_s)
         self._buf: dict[str, list[Any]] = {c: [] for c in COLUMNS}
-        self._writer = pq.ParquetWriter(self.path, FRAME_SCHEMA, compression="zstd")
+        self._writer: pq.ParquetWriter | None = None  # opened by the first flush
+        self._closed = False
         self._last_flush = time.perf_counter()
         self.rows = 0
         self.row_groups = 0
@@ -73,23 +74,31 @@ class FrameLog:
     def flush(self) -> None:
         """Write the buffered rows as one row group (no-op when empty)."""
         self._last_flush = time.perf_counter()
-        if self._writer is None or not self._buf["frame"]:
+        if self._closed or not self._buf["frame"]:
             return
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, FRAME_SCHEMA, compression="zstd")
         arrays = [pa.array(_nan_to_none(self._buf[f.name], f.type), type=f.type) for f in FRAME_SCHEMA]
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=FRAME_SCHEMA))
         self.row_groups += 1
         for c in COLUMNS:
             self._buf[c].clear()
 
-    def close(self) -> None:
-        """Flush and write the footer; safe to call twice."""
-        if self._writer is None:
+    def close(self, discard: bool = False) -> None:
+        """Flush and write the footer (a run without rows still gets a valid, empty file);
+        with `discard` and no row written yet, leave no file at all. Safe to call twice."""
+        if self._closed:
             return
         try:
-            self.flush()
+            if not (discard and self._writer is None):
+                self.flush()
+                if self._writer is None:
+                    self._writer = pq.ParquetWriter(self.path, FRAME_SCHEMA, compression="zstd")
         finally:
-            self._writer.close()
-            self._writer = None
+            self._closed = True
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
     def __enter__(self) -> FrameLog:
         return self

@@ -1,0 +1,392 @@
+"""The closed loop end to end on the embedded backend with tiny models: frames.parquet,
+summary, determinism, IoU against saved masks, Ctrl-C, the real-time budget, the headless
+view, CLI errors, and the lane keeper driving on the ground-truth mask."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import run_sim
+from perception.checkpoint import CheckpointMeta, save_checkpoint
+from perception.metrics import BinaryConfusion, frame_scores
+from perception.models import build_model
+from scenarios import load_scenario
+from sim.backend import make_backend
+from sim.control import GroundProjector
+from sim.loop import LoopConfig, LoopError, ModelSlot, ViewFrame, ViewModel, prepare_out, run_loop
+from sim.runlog import COLUMNS
+from sim.tags import ROAD_LINE
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--no-compile", "--threads", "1", "--no-progress"]
+ISSUE_COLUMNS = {
+    "run", "model", "scenario", "seed", "frame", "sim_time", "iou", "precision", "recall", "lane_px_true",
+    "lane_px_pred", "preprocess_ms", "inference_ms", "postprocess_ms", "total_ms", "deadline_missed", "speed",
+    "lateral_offset", "heading_error", "steer", "lane_departure", "collision", "weather", "in_junction",
+}  # fmt: skip
+
+
+def _tiny_checkpoint(path: Path, seed: int) -> Path:
+    """A tiny untrained U-Net whose head is scaled so it predicts some lane pixels (plumbing only)."""
+    torch.manual_seed(seed)
+    model = build_model("unet", base_width=4, depth=3)
+    with torch.no_grad():
+        model.head.weight.mul_(1000.0)
+    return save_checkpoint(path, model, CheckpointMeta.for_model(model, command="tests/test_loop.py"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return _tiny_checkpoint(root / "tiny_a.pth", 0), _tiny_checkpoint(root / "tiny_b.pth", 1)
+
+
+@pytest.fixture(scope="module")
+def autopilot_run(tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "ap"
+    rc = run_sim.main(["--model", str(tiny[0]), "--model", str(tiny[1]), "--frames", "14", "--out", str(out), *FAST])
+    assert rc == 0
+    return out
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_frames_parquet_one_row_per_frame_per_model(autopilot_run: Path) -> None:
+    df = pd.read_parquet(autopilot_run / "frames.parquet")
+    assert ISSUE_COLUMNS <= set(df.columns)
+    assert list(df.columns) == list(COLUMNS)
+    assert len(df) == 14 * 2
+    for name in ("tiny_a", "tiny_b"):
+        d = df[df["model"] == name]
+        assert d["frame"].tolist() == list(range(14))
+        assert np.allclose(np.diff(d["sim_time"]), 0.05)
+    assert (df["scenario"] == "town03_clear").all() and (df["seed"] == 3).all()
+    assert df["iou"].between(0, 1).all()  # every frame of town03_clear's start has lane pixels
+    assert (df["lane_px_true"] > 0).all() and (df["lane_px_pred"] > 0).all()
+    assert (df["inferred"]).all() and (df["inference_ms"] > 0).all()
+    assert np.allclose(df["total_ms"], df["preprocess_ms"] + df["inference_ms"] + df["postprocess_ms"])
+    assert (df["speed"] >= 0).all() and df["lateral_offset"].abs().max() < 1.0
+    assert not df["collision"].any() and not df["lane_departure"].any()
+    assert (df["weather"] == "ClearNoon").all()
+    # The two models saw the same frames: truth pixel counts agree frame by frame.
+    a, b = (df[df["model"] == n].set_index("frame") for n in ("tiny_a", "tiny_b"))
+    assert (a["lane_px_true"] == b["lane_px_true"]).all() and (a["speed"] == b["speed"]).all()
+
+
+def test_summary_and_report(autopilot_run: Path) -> None:
+    summary = json.loads((autopilot_run / "summary.json").read_text())
+    assert summary["end"] == "completed" and not summary["interrupted"] and summary["rows"] == 28
+    assert [m["name"] for m in summary["models"]] == ["tiny_a", "tiny_b"]
+    df = pd.read_parquet(autopilot_run / "frames.parquet")
+    for m in summary["models"]:
+        d = df[df["model"] == m["name"]]
+        assert m["scheme"] == "float" and m["size_bytes"] > 0 and m["threads"] == 1
+        assert math.isclose(m["mean_iou"], d["iou"].mean(), rel_tol=1e-9)
+        lat = m["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert math.isclose(lat["p90"], float(np.percentile(d["total_ms"], 90)), rel_tol=1e-9)
+        assert m["deadline_misses"] == int(d["deadline_missed"].sum())
+        assert 0 <= m["dataset_iou"] <= 1 and m["fps"] > 0
+    html = (autopilot_run / "report.html").read_text()
+    assert html.count("data:image/png;base64") >= 4 and "tiny_b" in html
+
+
+def test_iou_written_equals_metrics_on_saved_masks(autopilot_run: Path) -> None:
+    df = pd.read_parquet(autopilot_run / "frames.parquet").set_index(["model", "frame"])
+    strip = json.loads((autopilot_run / "strip" / "strip.json").read_text())["frames"]
+    assert strip, "the two tiny models disagree somewhere"
+    for item in strip:
+        truth = cv2.imread(str(autopilot_run / "strip" / item["truth"]), cv2.IMREAD_GRAYSCALE) > 0
+        for name, file in item["masks"].items():
+            mask = cv2.imread(str(autopilot_run / "strip" / file), cv2.IMREAD_GRAYSCALE) > 0
+            scores = frame_scores(mask, truth)
+            row = df.loc[(name, item["frame"])]
+            assert scores.iou == row["iou"] and scores.lane_px_pred == row["lane_px_pred"]
+
+
+def test_same_seed_same_iou(autopilot_run: Path, tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    assert (
+        run_sim.main(["--model", str(tiny[0]), "--model", str(tiny[1]), "--frames", "14", "--out", str(out), *FAST])
+        == 0
+    )
+    a = pd.read_parquet(autopilot_run / "frames.parquet")
+    b = pd.read_parquet(out / "frames.parquet")
+    assert a["iou"].tolist() == b["iou"].tolist()
+    assert a["lateral_offset"].tolist() == b["lateral_offset"].tolist()
+
+
+def test_outputs_not_overwritten(autopilot_run: Path, tiny: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    before = (autopilot_run / "summary.json").read_bytes()
+    assert run_sim.main(["--model", str(tiny[0]), "--frames", "2", "--out", str(autopilot_run), *FAST]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "--overwrite" in err and "\n" not in err
+    assert (autopilot_run / "summary.json").read_bytes() == before
+    with pytest.raises(LoopError):
+        prepare_out(autopilot_run, overwrite=False)
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+
+
+def test_sigint_leaves_valid_parquet_and_summary(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "run_sim.py", "--model", str(tiny[0]), "--frames", "100000", "--out", str(out), *FAST]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "frames.parquet").exists():  # the first row group is flushed a second into the run
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.2)
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    table = pq.read_table(out / "frames.parquet")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["end"] == "interrupted"
+    assert table.num_rows == summary["rows"] == summary["models"][0]["frames"] > 5
+    assert table.column("frame").to_pylist() == list(range(table.num_rows))
+    assert summary["models"][0]["episode"]["end_reason"] == "interrupted"
+    assert "tiny_a" in stdout  # the per-model table is still printed
+
+
+# ----------------------------------------------------------------------------- real-time budget
+
+
+@dataclass
+class _FixedTiming:
+    preprocess_ms: float
+    inference_ms: float
+    postprocess_ms: float
+
+
+class GroundTruthMaskPredictor:
+    """TEST ONLY: a 'model' that returns the true lane mask (labels == RoadLine) of the frame it
+    is given, with a stated latency. It validates the loop, geometry and controller without any
+    trained model. The labels reach it through `truth_backend`, which records each observation."""
+
+    scheme = "float"
+    input_size = (160, 320)
+
+    def __init__(self, name: str = "ground_truth_mask", latency_ms: float = 1.0) -> None:
+        self.name = name
+        self.latency_ms = latency_ms
+        self.labels: dict[int, np.ndarray] = {}
+        self.calls = 0
+
+    def warmup(self) -> None:
+        pass
+
+    def predict_timed(self, rgb: np.ndarray) -> tuple[np.ndarray, _FixedTiming]:
+        self.calls += 1
+        return self.labels[id(rgb)] == ROAD_LINE, _FixedTiming(0.0, self.latency_ms, 0.0)
+
+
+def truth_backend(predictor: GroundTruthMaskPredictor):
+    """Backend factory that hands every observation's labels to the test-only predictor."""
+
+    def factory(name: str, **kw):
+        backend = make_backend(name, **kw)
+
+        class Recording:
+            def _keep(self, obs):
+                predictor.labels = {id(obs.camera.rgb): obs.camera.labels}
+                return obs
+
+            def reset(self, scenario, seed=None):
+                return self._keep(backend.reset(scenario, seed))
+
+            def step(self, control=None, **kw):
+                return self._keep(backend.step(control, **kw))
+
+            def close(self):
+                backend.close()
+
+        return Recording()
+
+    return factory
+
+
+def _run_truth(tmp_path: Path, latency_ms: float, frames: int, **kw) -> tuple[pd.DataFrame, dict]:
+    pred = GroundTruthMaskPredictor(latency_ms=latency_ms)
+    cfg = LoopConfig(scenario=load_scenario("town03_clear"), out=tmp_path, frames=frames, strip_size=0, **kw)
+    result = run_loop(cfg, [ModelSlot(pred.name, pred)], BinaryConfusion, backend_factory=truth_backend(pred))
+    return pd.read_parquet(tmp_path / "frames.parquet"), result.summary["models"][0]
+
+
+def test_realtime_budget_charges_latency(tmp_path: Path) -> None:
+    # 120 ms per frame at 20 Hz: the model starts frames 0, 3, 6, ... and misses every deadline.
+    df, summary = _run_truth(tmp_path / "slow", 120.0, 12, realtime=True)
+    assert df["inferred"].tolist() == [i % 3 == 0 for i in range(12)]
+    assert df["deadline_missed"].all() and summary["deadline_misses"] == 12
+    assert df["total_ms"].isna().sum() == 8 and summary["inferred_frames"] == 4
+    assert df["iou"].iloc[0] == df["iou"].iloc[1] == 0.0  # nothing finished yet: an empty mask is in use
+    assert df["iou"].iloc[2] > 0.5  # frame 0's mask, ready at 120 ms, steers (and is scored at) frame 2
+    # 30 ms fits the 50 ms budget: every frame is fresh, perfect masks.
+    df, summary = _run_truth(tmp_path / "fast", 30.0, 12, realtime=True)
+    assert df["inferred"].all() and not df["deadline_missed"].any() and (df["iou"] == 1.0).all()
+    # Without --realtime a slow model still sees every frame; misses only say it was over budget.
+    df, summary = _run_truth(tmp_path / "plain", 120.0, 6)
+    assert df["inferred"].all() and (df["iou"] == 1.0).all() and df["deadline_missed"].all()
+
+
+# ----------------------------------------------------------------------------- lane keeping
+
+
+def test_lane_keeper_on_true_mask_drives_300m_without_departures(tmp_path: Path) -> None:
+    """Geometry + controller, independent of any model: the ground-truth mask drives town03_clear.
+
+    With junctions handed to the autopilot (lane keeping is judged on roads) it covers 300 m
+    with no departure; holding straight on through junctions, it keeps its lane until the
+    first junction without a straight exit (a T at about 300 m from the spawn point)."""
+    df, summary = _run_truth(tmp_path / "nav", 1.0, 1000, drive="model", junctions="autopilot")
+    lk = summary["lane_keeping"]
+    assert lk["distance_m"] >= 300.0 and lk["lane_departures"] == 0 and lk["collisions"] == 0, lk
+    assert lk["mean_abs_offset_m"] < 0.4 and summary["episode"]["end_reason"] == "completed"
+    assert df["in_junction"].any() and not df["lane_departure"].any()
+    df, summary = _run_truth(tmp_path / "hold", 1.0, 700, drive="model", junctions="hold")
+    lk = summary["lane_keeping"]
+    assert lk["distance_m"] >= 240.0 and lk["lane_departures"] == 0, lk
+    assert df["in_junction"].sum() > 20  # it crossed junctions on its own
+
+
+def test_ground_projection_matches_the_renderer() -> None:
+    """Lane-marking pixels project onto the painted markings: the lane's boundaries sit at
+    +-half a lane width from the true centre in front of the car on a straight stretch."""
+    backend = make_backend("embedded")
+    obs = backend.reset(load_scenario("town03_clear"))
+    proj = GroundProjector.from_camera(obs.camera.spec)
+    pts = proj.points(obs.camera.labels == ROAD_LINE)
+    near = pts[(pts[:, 0] > 4) & (pts[:, 0] < 7)]
+    half = obs.ego.lane_width / 2
+    left = near[(near[:, 1] > 0.8) & (near[:, 1] < 2.6), 1]
+    assert left.size > 20 and abs(float(np.median(left)) - half) < 0.3
+    uv = proj.to_pixels(np.array([5.0]), np.array([float(np.median(left))]), image_scale=True)[0]
+    assert (obs.camera.labels[int(uv[1]) - 2 : int(uv[1]) + 3, int(uv[0]) - 2 : int(uv[0]) + 3] == ROAD_LINE).any()
+
+
+# ----------------------------------------------------------------------------- view
+
+
+def test_view_renders_headless_and_handles_keys(tmp_path: Path) -> None:
+    pygame = pytest.importorskip("pygame")
+    from sim.view import FN_RGB, FP_RGB, TP_RGB, LoopView
+
+    rgb = np.full((80, 160, 3), 90, np.uint8)
+    truth = np.zeros((80, 160), bool)
+    pred = np.zeros((80, 160), bool)
+    truth[40:60, 20:60] = True  # TP where both, FN left of it
+    pred[40:60, 40:80] = True  # FP right of it
+    models = [
+        ViewModel("m_a", "qat", pred, 0.33, 0.4, 5.0, 6.0, 200.0, [4.0, 5.0, 6.0, 5.5], False),
+        ViewModel("m_b", "float", truth, 1.0, 1.0, 9.0, 9.5, 110.0, [9.0, 9.5], True),
+    ]
+    frame = ViewFrame(7, 0.35, rgb, truth, models, 8.0, -0.1, 19.5, "autopilot")
+    view = LoopView(scale=2, screenshot_dir=tmp_path)
+    assert view.update(frame)
+    shot = cv2.cvtColor(cv2.imread(str(view.screenshot())), cv2.COLOR_BGR2RGB)
+    assert shot.shape[1] >= 320 + 200
+
+    def near(px, colour):
+        return np.abs(px.astype(int) - np.array(colour) * 0.7 - 90 * 0.3).max() < 12
+
+    assert near(shot[100, 100], TP_RGB)  # (row 50, col 50) at scale 2
+    assert near(shot[100, 60], FN_RGB) and near(shot[100, 140], FP_RGB)
+    assert tuple(shot[20, 20]) == (90, 90, 90)
+    assert shot[:, 330:].max() > 200  # HUD text and sparkline
+    # Keys: tab shows the next model, o hides overlays, q quits.
+    for key in (pygame.K_TAB, pygame.K_o):
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key))
+    assert view.update(frame) and view.shown == 1 and not view.overlays
+    shot = cv2.cvtColor(cv2.imread(str(view.screenshot(tmp_path / "plain.png"))), cv2.COLOR_BGR2RGB)
+    assert tuple(shot[100, 140]) == (90, 90, 90)
+    pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_q))
+    assert not view.update(frame)
+    view.close()
+
+
+def test_cli_view_model_drive(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "view"
+    rc = run_sim.main(
+        ["--model", str(tiny[0]), "--drive", "model", "--view", "--frames", "6", "--out", str(out), *FAST]
+    )
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["drive"] == "model" and summary["models"][0]["lane_keeping"]["distance_m"] >= 0
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _err(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    assert run_sim.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_cli_errors(tiny: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = ["--out", str(tmp_path / "e"), *FAST]
+    assert "not found" in _err(capsys, ["--model", str(tmp_path / "nope.pth"), *out])
+    bad = tmp_path / "corrupt.pth"
+    bad.write_bytes(b"not a checkpoint at all")
+    assert "corrupt" in _err(capsys, ["--model", str(bad), *out])
+    toml = tmp_path / "typo.toml"
+    toml.write_text('town = "Town03"\nspeed = 3\n')
+    assert "unknown key 'speed'" in _err(capsys, ["--model", str(tiny[0]), "--scenario", str(toml), *out])
+    assert "unknown town" in _err(capsys, ["--model", str(tiny[0]), "--town", "Atlantis", *out])
+    err = _err(capsys, ["--model", str(tiny[0]), "--backend", "carla", "--port", "1", "--timeout", "1", *out])
+    assert "carla" in err.lower()
+    assert not (tmp_path / "e").exists()  # failed runs leave no folder behind
+
+
+def test_model_resolution_and_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_sim, "MODELS_DIR", tmp_path)
+    (tmp_path / "shipped.pth").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path.parent)
+    assert run_sim.resolve_model("shipped.pth") == tmp_path / "shipped.pth"
+    with pytest.raises(run_sim.UsageError, match="models/unet_qat.pth is missing"):
+        run_sim.resolve_model("unet_qat.pth")
+    assert run_sim.unique_names([Path("a/m.pth"), Path("b/m.pth"), Path("c/x.pth")]) == ["a_m", "b_m", "x"]
+
+
+def test_size_mismatch_is_resized_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    model = build_model("unet", base_width=4, depth=3)
+    path = save_checkpoint(tmp_path / "small.pth", model, CheckpointMeta.for_model(model, input_size=(80, 160)))
+    args = run_sim.build_parser().parse_args(["--model", str(path), *FAST])
+    with caplog.at_level("WARNING"):
+        (slot,) = run_sim.load_models(args, (160, 320))
+    assert "resized" in caplog.text
+    mask, _ = slot.predictor.predict_timed(np.zeros((160, 320, 3), np.uint8))
+    assert mask.shape == (160, 320)
+
+
+def test_scenario_overrides() -> None:
+    args = run_sim.build_parser().parse_args(["--town", "Town10HD", "--weather", "HardRainNoon", "--frames", "9"])
+    sc = run_sim.build_scenario(args)
+    assert sc.town == "Town10HD" and sc.weathers[0].name == "HardRainNoon" and sc.frames == 9
+    base = replace(load_scenario("town03_clear"), frames=9, metres=None)
+    args = run_sim.build_parser().parse_args(["--frames", "9"])
+    assert run_sim.build_scenario(args) == base
