@@ -300,7 +300,8 @@ def export_onnx_bytes(model: torch.nn.Module, input_size: tuple[int, int]) -> by
     return program.model_proto.SerializeToString()
 
 
-def _ort_session(model: str | bytes, threads: int) -> Any:
+def ort_session(model: str | bytes, threads: int) -> Any:
+    """An ONNX Runtime CPU session with `threads` intra-op threads and full graph optimisation."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -319,7 +320,7 @@ def _load_onnx_predictor(path: Path, threads: int, input_size: tuple[int, int] |
         if not path.is_file():
             raise CheckpointError(f"ONNX file not found: {path} (check the path)")
         meta = read_onnx_meta(path)
-        session = _ort_session(str(path), threads)
+        session = ort_session(str(path), threads)
     else:
         _, meta = load_checkpoint(path)
         if meta.quant["scheme"] != "float":
@@ -329,7 +330,7 @@ def _load_onnx_predictor(path: Path, threads: int, input_size: tuple[int, int] |
             )
         model, meta = build_from_checkpoint(path)
         size = _check_size(meta, input_size or meta.input_size)
-        session = _ort_session(export_onnx_bytes(model, size), threads)
+        session = ort_session(export_onnx_bytes(model, size), threads)
     inp = session.get_inputs()[0]
     shape = inp.shape
     fixed = tuple(shape[2:4]) if all(isinstance(d, int) for d in shape[2:4]) else None
@@ -371,6 +372,7 @@ __all__ = [
     "Timing",
     "compile_frozen",
     "export_onnx_bytes",
+    "ort_session",
     "load_predictor",
     "read_onnx_meta",
     "use_inductor_cache",
