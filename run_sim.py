@@ -90,19 +90,25 @@ def build_scenario(args: argparse.Namespace) -> Any:
     return replace(scenario, **kw) if kw else scenario
 
 
-def load_models(args: argparse.Namespace, camera_hw: tuple[int, int]) -> list[Any]:
-    """Predictors for every --model, checked against the lane task, warmed up (compiled)."""
+def load_models(
+    specs: list[str],
+    camera_hw: tuple[int, int],
+    runtime: str = "torch",
+    threads: int | None = None,
+    compile: bool = True,
+    announce: bool = False,
+) -> list[Any]:
+    """Predictors for the model files, checked against the lane task, warmed up (compiled)."""
     from perception.checkpoint import ROADLINE_TAG, CheckpointError
     from perception.predictor import load_predictor
     from sim.loop import ModelSlot
 
-    specs = args.model or [DEFAULT_MODEL]
     paths = [resolve_model(s) for s in specs]
     names = unique_names(paths)
     slots = []
     for name, path in zip(names, paths, strict=True):
-        kw = {"compile": False} if args.no_compile and args.runtime == "torch" else {}
-        predictor = load_predictor(path, runtime=args.runtime, threads=args.threads, **kw)
+        kw = {} if compile or runtime != "torch" else {"compile": False}
+        predictor = load_predictor(path, runtime=runtime, threads=threads, **kw)
         meta = predictor.meta
         task = meta.task
         if task["kind"] == "binary" and list(task["tags"]) != [ROADLINE_TAG]:
@@ -115,22 +121,18 @@ def load_models(args: argparse.Namespace, camera_hw: tuple[int, int]) -> list[An
             log.warning(
                 "%s runs at %dx%d (HxW) but the camera gives %dx%d: frames are resized to the model and "
                 "masks back to the camera size (IoU is scored at the camera size)",
-                name,
-                h,
-                w,
-                camera_hw[0],
-                camera_hw[1],
-            )
+                name, h, w, camera_hw[0], camera_hw[1],
+            )  # fmt: skip
         predictor.name = name
-        if not args.no_progress and sys.stderr.isatty():
+        if announce:
             print(f"warming up {name} ({getattr(predictor, 'description', predictor.scheme)}) ...", file=sys.stderr)
         t0 = time.perf_counter()
         predictor.warmup()
         info = {
             "arch": meta.arch,
             "arch_kwargs": dict(meta.arch_kwargs),
-            "runtime": getattr(predictor, "runtime", args.runtime),
-            "threads": getattr(predictor, "threads", args.threads),
+            "runtime": getattr(predictor, "runtime", runtime),
+            "threads": getattr(predictor, "threads", threads),
             "input_size": list(predictor.input_size),
             "bits": meta.quant.get("bits"),
             "description": getattr(predictor, "description", ""),
@@ -299,7 +301,14 @@ def _loop(args: argparse.Namespace, argv: list[str] | None, scenario: Any, out: 
     from sim.loop import LoopConfig, run_loop
 
     cam = scenario.cameras[0]
-    models = load_models(args, (cam.height, cam.width))
+    models = load_models(
+        args.model or [DEFAULT_MODEL],
+        (cam.height, cam.width),
+        runtime=args.runtime,
+        threads=args.threads,
+        compile=not args.no_compile,
+        announce=not args.no_progress and sys.stderr.isatty(),
+    )
     backend_kwargs: dict[str, Any] = {}
     if args.backend == "carla":
         backend_kwargs = {"host": args.host, "port": args.port, "tm_port": args.tm_port, "timeout": args.timeout}

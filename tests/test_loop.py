@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -28,6 +28,7 @@ from scenarios import load_scenario
 from sim.backend import make_backend
 from sim.control import GroundProjector
 from sim.loop import LoopConfig, LoopError, ModelSlot, ViewFrame, ViewModel, prepare_out, run_loop
+from sim.oracle import GroundTruthMaskPredictor, truth_backend
 from sim.runlog import COLUMNS
 from sim.tags import ROAD_LINE
 
@@ -174,61 +175,8 @@ def test_sigint_leaves_valid_parquet_and_summary(tiny: tuple[Path, Path], tmp_pa
 # ----------------------------------------------------------------------------- real-time budget
 
 
-@dataclass
-class _FixedTiming:
-    preprocess_ms: float
-    inference_ms: float
-    postprocess_ms: float
-
-
-class GroundTruthMaskPredictor:
-    """TEST ONLY: a 'model' that returns the true lane mask (labels == RoadLine) of the frame it
-    is given, with a stated latency. It validates the loop, geometry and controller without any
-    trained model. The labels reach it through `truth_backend`, which records each observation."""
-
-    scheme = "float"
-    input_size = (160, 320)
-
-    def __init__(self, name: str = "ground_truth_mask", latency_ms: float = 1.0) -> None:
-        self.name = name
-        self.latency_ms = latency_ms
-        self.labels: dict[int, np.ndarray] = {}
-        self.calls = 0
-
-    def warmup(self) -> None:
-        pass
-
-    def predict_timed(self, rgb: np.ndarray) -> tuple[np.ndarray, _FixedTiming]:
-        self.calls += 1
-        return self.labels[id(rgb)] == ROAD_LINE, _FixedTiming(0.0, self.latency_ms, 0.0)
-
-
-def truth_backend(predictor: GroundTruthMaskPredictor):
-    """Backend factory that hands every observation's labels to the test-only predictor."""
-
-    def factory(name: str, **kw):
-        backend = make_backend(name, **kw)
-
-        class Recording:
-            def _keep(self, obs):
-                predictor.labels = {id(obs.camera.rgb): obs.camera.labels}
-                return obs
-
-            def reset(self, scenario, seed=None):
-                return self._keep(backend.reset(scenario, seed))
-
-            def step(self, control=None, **kw):
-                return self._keep(backend.step(control, **kw))
-
-            def close(self):
-                backend.close()
-
-        return Recording()
-
-    return factory
-
-
 def _run_truth(tmp_path: Path, latency_ms: float, frames: int, **kw) -> tuple[pd.DataFrame, dict]:
+    """The test-only ground-truth-mask 'model' (sim.oracle) in the loop on town03_clear."""
     pred = GroundTruthMaskPredictor(latency_ms=latency_ms)
     cfg = LoopConfig(scenario=load_scenario("town03_clear"), out=tmp_path, frames=frames, strip_size=0, **kw)
     result = run_loop(cfg, [ModelSlot(pred.name, pred)], BinaryConfusion, backend_factory=truth_backend(pred))
@@ -375,9 +323,8 @@ def test_size_mismatch_is_resized_with_a_warning(tmp_path: Path, caplog: pytest.
     torch.manual_seed(0)
     model = build_model("unet", base_width=4, depth=3)
     path = save_checkpoint(tmp_path / "small.pth", model, CheckpointMeta.for_model(model, input_size=(80, 160)))
-    args = run_sim.build_parser().parse_args(["--model", str(path), *FAST])
     with caplog.at_level("WARNING"):
-        (slot,) = run_sim.load_models(args, (160, 320))
+        (slot,) = run_sim.load_models([str(path)], (160, 320), threads=1, compile=False)
     assert "resized" in caplog.text
     mask, _ = slot.predictor.predict_timed(np.zeros((160, 320, 3), np.uint8))
     assert mask.shape == (160, 320)

@@ -1,0 +1,273 @@
+"""Closed-loop numbers: harness overhead against int8 inference, and lane keeping on masks.
+
+    python benchmarks/bench_loop.py overhead --model models/unet_qat.pth
+    python benchmarks/bench_loop.py lanekeeping --model models/unet_float.pth --model models/unet_ptq.pth \\
+        --model models/unet_qat.pth
+
+overhead: one autopilot run of the loop (view off, logging on) with one model at the
+default camera size; per frame it splits the wall time into the model's inference and
+everything else (simulation step, pre/post-processing, IoU, Parquet logging, bookkeeping),
+all measured in the same run. Target: harness <= 25% of the int8 U-Net's inference.
+
+lanekeeping: every model drives every scenario (``--drive model``) for up to ``--km``,
+with and without the real-time budget, with the junction policies asked for; one table
+of distance, departures per km, lateral offsets, collisions, why an episode ended, IoU and
+latency. Target: the shipped QAT U-Net >= 2 km with <= 1 departure per km on each shipped
+scenario. Outputs: a Markdown table on stdout (and --md FILE) and the runs' folders.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import replace
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODELS = ("unet_float.pth", "unet_ptq.pth", "unet_qat.pth")
+SCENARIOS = ("town03_clear", "town03_night", "town10_rain", "highway_curves")
+
+
+def machine() -> str:
+    """One line naming the machine the numbers come from."""
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, "
+        f"torch {torch.__version__}, load average {load[0]:.1f} at start"
+    )
+
+
+def _slots(models: list[str], camera_hw: tuple[int, int], threads: int | None, runtime: str) -> list[Any]:
+    import run_sim
+
+    return run_sim.load_models(models, camera_hw, runtime=runtime, threads=threads, announce=True)
+
+
+def overhead(model: str, frames: int, threads: int | None, runtime: str, out: Path) -> dict[str, Any]:
+    """Harness overhead vs inference per frame, autopilot drive, one model, view off."""
+    from perception.metrics import BinaryConfusion
+    from scenarios import load_scenario
+    from sim.loop import LoopConfig, prepare_out, run_loop
+
+    scenario = replace(load_scenario("town03_clear"), frames=frames, metres=None)
+    cam = scenario.cameras[0]
+    (slot,) = _slots([model], (cam.height, cam.width), threads, runtime)
+    prepare_out(out, overwrite=True)
+    cfg = LoopConfig(scenario=scenario, out=out, threads=threads or os.cpu_count(), runtime=runtime, strip_size=8)
+    result = run_loop(cfg, [slot], BinaryConfusion)
+    t = result.times.per_tick_ms()
+    inference = t["inference_ms"]
+    harness = t["harness_ms"]
+    row = {
+        "model": slot.name,
+        "scheme": slot.scheme,
+        "description": slot.info.get("description"),
+        "frames": result.times.ticks,
+        "camera": f"{cam.width}x{cam.height}",
+        "threads": cfg.threads,
+        "wall_ms": t["wall_ms"],
+        "inference_ms": inference,
+        "harness_ms": harness,
+        "harness_share_of_inference": harness / inference if inference > 0 else float("nan"),
+        "split_ms": {k: t[k] for k in ("sim_ms", "preprocess_ms", "postprocess_ms", "score_ms", "log_ms", "other_ms")},
+        "unaccounted_ms": harness
+        - sum(t[k] for k in ("sim_ms", "preprocess_ms", "postprocess_ms", "score_ms", "log_ms", "other_ms")),
+        "latency_p50_ms": result.summary["models"][0]["latency_ms"]["p50"],
+        "mean_iou": result.summary["models"][0]["mean_iou"],
+    }
+    return row
+
+
+def lanekeeping(
+    models: list[str],
+    scenarios: list[str],
+    km: float,
+    realtime: list[bool],
+    junctions: list[str],
+    threads: int | None,
+    runtime: str,
+    out_root: Path,
+    with_oracle: bool = False,
+) -> list[dict[str, Any]]:
+    """Each model drives each scenario on its own masks; one row per (scenario, model, realtime, junctions)."""
+    from perception.metrics import BinaryConfusion
+    from scenarios import load_scenario
+    from sim.backend import make_backend
+    from sim.loop import LoopConfig, ModelSlot, prepare_out, run_loop
+    from sim.oracle import GroundTruthMaskPredictor, truth_backend
+
+    rows = []
+    slots = None
+    oracle = GroundTruthMaskPredictor() if with_oracle else None
+    factory = truth_backend(oracle) if oracle is not None else make_backend
+    for name in scenarios:
+        base = load_scenario(name)
+        # Up to `km` kilometres, with a frame cap at 1.6x the time at target speed.
+        cap = int(1.6 * km * 1000.0 / (base.target_speed * base.dt))
+        scenario = replace(base, metres=km * 1000.0, frames=cap)
+        cam = scenario.cameras[0]
+        if slots is None:
+            slots = _slots(models, (cam.height, cam.width), threads, runtime) if models else []
+            if oracle is not None:
+                slots.append(ModelSlot(oracle.name, oracle, info={"description": "ground-truth mask (ceiling)"}))
+        for policy in junctions:
+            for rt in realtime:
+                out = out_root / f"{name}_{policy}{'_rt' if rt else ''}"
+                prepare_out(out, overwrite=True)
+                cfg = LoopConfig(
+                    scenario=scenario, out=out, drive="model", realtime=rt, junctions=policy,
+                    threads=threads or os.cpu_count(), runtime=runtime, strip_size=4,
+                )  # fmt: skip
+                t0 = time.perf_counter()
+                result = run_loop(cfg, slots, BinaryConfusion, backend_factory=factory)
+                took = time.perf_counter() - t0
+                for m in result.summary["models"]:
+                    lk = m.get("lane_keeping") or {}
+                    rows.append(
+                        {
+                            "scenario": name,
+                            "model": m["name"],
+                            "scheme": m["scheme"],
+                            "realtime": rt,
+                            "junctions": policy,
+                            "km": lk.get("distance_m", 0.0) / 1000.0,
+                            "departures": lk.get("lane_departures"),
+                            "departures_per_km": lk.get("departures_per_km"),
+                            "mean_abs_offset_m": lk.get("mean_abs_offset_m"),
+                            "max_abs_offset_m": lk.get("max_abs_offset_m"),
+                            "collisions": lk.get("collisions"),
+                            "end": m["episode"]["end_reason"],
+                            "mean_iou": m.get("mean_iou"),
+                            "p50_ms": m["latency_ms"]["p50"],
+                            "deadline_misses": m.get("deadline_misses"),
+                            "frames": m.get("frames"),
+                            "run": str(out),
+                            "wall_s": took,
+                        }
+                    )
+                print(f"  {name} junctions={policy} realtime={rt}: {took:.0f} s", file=sys.stderr)
+    return rows
+
+
+def _f(v: Any, spec: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
+
+
+def overhead_md(row: dict[str, Any]) -> str:
+    s = row["split_ms"]
+    verdict = "meets" if row["harness_share_of_inference"] <= 0.25 else "misses"
+    return "\n".join(
+        [
+            f"### Harness overhead ({row['model']}, {row['scheme']}, {row['camera']}, {row['threads']} threads, "
+            f"{row['frames']} frames, view off)",
+            "",
+            "| per frame | ms |",
+            "|---|---:|",
+            f"| model inference | {row['inference_ms']:.2f} |",
+            f"| harness (all but inference) | {row['harness_ms']:.2f} |",
+            f"| - simulation step | {s['sim_ms']:.2f} |",
+            f"| - pre + post-processing | {s['preprocess_ms'] + s['postprocess_ms']:.2f} |",
+            f"| - IoU scoring | {s['score_ms']:.3f} |",
+            f"| - Parquet logging | {s['log_ms']:.3f} |",
+            f"| - strip + loop bookkeeping | {s['other_ms'] + row['unaccounted_ms']:.3f} |",
+            f"| wall per frame | {row['wall_ms']:.2f} |",
+            "",
+            f"Harness = {100 * row['harness_share_of_inference']:.0f}% of inference: {verdict} the <= 25% target.",
+        ]
+    )
+
+
+def lanekeeping_md(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| scenario | model | scheme | junctions | realtime | km | dep/km | mean |off| m | max |off| m | collisions "
+        "| end | mIoU | p50 ms | misses |"
+    )
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    for r in rows:
+        lines.append(
+            f"| {r['scenario']} | {r['model']} | {r['scheme']} | {r['junctions']} | {'yes' if r['realtime'] else 'no'} "
+            f"| {r['km']:.2f} | {_f(r['departures_per_km'], '.2f')} | {_f(r['mean_abs_offset_m'], '.2f')} "
+            f"| {_f(r['max_abs_offset_m'], '.2f')} | {r['collisions']} | {r['end']} | {_f(r['mean_iou'], '.3f')} "
+            f"| {_f(r['p50_ms'], '.1f')} | {r['deadline_misses']} |"
+        )
+    return "\n".join(lines)
+
+
+def _default_models() -> list[str]:
+    found = [m for m in DEFAULT_MODELS if (REPO / "models" / m).exists()]
+    if not found:
+        raise SystemExit(
+            "error: no shipped models in models/ (pass --model CKPT; make them with train/train.py and quant/)"
+        )
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="benchmarks/bench_loop.py",
+        description="Closed-loop benchmarks: harness overhead vs int8 inference; lane keeping on model masks.",
+        epilog=(
+            "examples:\n"
+            "  python benchmarks/bench_loop.py overhead --model models/unet_qat.pth --frames 600\n"
+            "  python benchmarks/bench_loop.py lanekeeping --km 2 --realtime both --junctions hold,autopilot\n"
+            "  python benchmarks/bench_loop.py all --md results/bench_loop.md"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("what", choices=("overhead", "lanekeeping", "all"))
+    p.add_argument("--model", action="append", help="checkpoint(s) (default: models/unet_{float,ptq,qat}.pth found)")
+    p.add_argument("--frames", type=int, default=600, help="overhead: frames (default 600)")
+    p.add_argument("--scenario", action="append", help=f"lanekeeping: scenario(s) (default: {', '.join(SCENARIOS)})")
+    p.add_argument("--km", type=float, default=2.0, help="lanekeeping: distance per episode (default 2)")
+    p.add_argument("--realtime", choices=("off", "on", "both"), default="both", help="lanekeeping (default both)")
+    p.add_argument("--junctions", default="hold,autopilot", help="lanekeeping: policies (default hold,autopilot)")
+    p.add_argument(
+        "--oracle",
+        action="store_true",
+        help="lanekeeping: also drive on the ground-truth mask (the controller's ceiling; not a model)",
+    )
+    p.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--out", default=str(REPO / "results" / "bench_loop"), help="run folders go here")
+    p.add_argument("--md", help="also write the Markdown here")
+    args = p.parse_args(argv)
+    models = args.model or ([] if args.oracle and args.what == "lanekeeping" else _default_models())
+    out = Path(args.out)
+    parts = [f"Machine: {machine()}."]
+    data: dict[str, Any] = {"machine": machine()}
+    if args.what in ("overhead", "all"):
+        int8 = [m for m in models if "qat" in Path(m).stem or "ptq" in Path(m).stem] or models
+        row = overhead(int8[-1], args.frames, args.threads, args.runtime, out / "overhead")
+        data["overhead"] = row
+        parts.append(overhead_md(row))
+        print(parts[-1], flush=True)
+    if args.what in ("lanekeeping", "all"):
+        rt = {"off": [False], "on": [True], "both": [False, True]}[args.realtime]
+        policies = [j.strip() for j in args.junctions.split(",") if j.strip()]
+        rows = lanekeeping(
+            models, args.scenario or list(SCENARIOS), args.km, rt, policies, args.threads, args.runtime, out,
+            with_oracle=args.oracle,
+        )  # fmt: skip
+        data["lanekeeping"] = rows
+        parts.append(lanekeeping_md(rows))
+        print(parts[-1], flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_loop.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    if args.md:
+        Path(args.md).write_text("\n\n".join(parts) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
