@@ -96,12 +96,14 @@ def plan(s: Setting, work: Path) -> list[Step]:
         "--overwrite", "--no-progress"], [float_ckpt], train_sets))
     models = work / "models"
     ptq, qat = models / "unet_ptq.pth", models / "unet_qat.pth"
+    first = ["--data", str(train_sets[0])]  # the quant CLIs calibrate / fine-tune on one folder
     steps.append(Step("PTQ int8", py + [
-        "quant/ptq.py", "--model", str(float_ckpt), *data_args, "--calib-frames", str(s.calib_frames),
+        "quant/ptq.py", "--model", str(float_ckpt), *first, "--calib-frames", str(s.calib_frames),
         "--out", str(ptq), "--overwrite"], [ptq], [float_ckpt]))
     steps.append(Step("QAT int8", py + [
-        "quant/qat.py", "--model", str(float_ckpt), *data_args, "--epochs", str(s.qat_epochs),
-        "--threads", str(s.threads), "--out", str(qat), "--overwrite", "--no-progress"], [qat], [float_ckpt]))
+        "quant/qat.py", "--model", str(float_ckpt), *first, "--epochs", str(s.qat_epochs),
+        "--threads", str(s.threads), "--run-dir", str(work / "runs" / "unet_qat"), "--out", str(qat), "--overwrite",
+        "--no-progress"], [qat], [float_ckpt]))
     flt = models / "unet_float.pth"
     steps.append(Step("copy float checkpoint", py + ["-c", (
         "import shutil,sys; shutil.copyfile(sys.argv[1], sys.argv[2])"), str(float_ckpt), str(flt)],
