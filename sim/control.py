@@ -199,6 +199,8 @@ class LaneEstimatorConfig:
     axis_takeover_m: float = 7.0  # closer than this to the stop line, the junction axis steers
     axis_release_m: float = 10.0  # lane tracking may resume this far past the stop line
     release_gate: float = 2.5  # ... with a lane (both boundaries) found this near where it is expected
+    lock_width_tol: float = 0.3  # ... whose width matches the remembered one this closely
+    pairs_only_s: float = 1.0  # after (re)locking, single boundaries are ignored this long
     release_within_m: float = 7.0  # ... directly ahead: farther out, a bending exit road shows other lanes
     axis_quiet_m: float = 15.0  # after a junction, stop lines are ignored for this distance
     axis_keep_m: float = 45.0  # forget the junction axis this far past its stop line
@@ -230,6 +232,8 @@ class LaneEstimator:
     def reset(self) -> None:
         self.estimate = LaneEstimate(width=self.config.width_default)
         self.measurements: list[tuple[float, float | None, float | None]] = []
+        self.pairs_only = 0.0  # seconds left in which only whole lanes (both boundaries) count
+        self.locked = False  # a lane (both boundaries, right width, just ahead) has been found since reset
         self.axis: np.ndarray | None = None  # (x, y, heading) of the lane centre at the last stop line
         self.axis_travel = 0.0  # metres driven since the axis was last measured
         self.quiet_m = 0.0  # metres left before stop lines count again (just out of a junction)
@@ -274,17 +278,29 @@ class LaneEstimator:
                 est.lost_s += dt
                 self.measurements = []
                 return est
-            samples = self._measure(points, cfg.release_gate)
-            samples = [sm for sm in samples if sm[4] is not None and abs(sm[4] - est.width) < 0.6]
-            pairs = [sm[0] for sm in samples]
-            if not pairs or min(pairs) > cfg.release_within_m:
+            samples = self._lane_ahead(points)
+            if not samples:
                 est.lost_s += dt
                 return est
             self.axis = None
             self.quiet_m = cfg.axis_quiet_m
+            self.pairs_only = cfg.pairs_only_s
             est.lost_s = 1.0  # resume with the wide gate: the exit road may bend away
+        elif not self.locked:
+            # Starting (or restarting after a junction): only a whole lane right ahead counts, so
+            # a crosswalk stripe or the other direction's lane cannot capture the estimate.
+            samples = self._lane_ahead(points)
+            if not samples:
+                est.lost_s += dt
+                return est
+            self.locked = True
+            self.pairs_only = cfg.pairs_only_s
+            est.lost_s = 1.0
         else:
             samples = self._measure(points, cfg.gate if est.lost_s < 1.0 else cfg.gate_lost)
+            if self.pairs_only > 0.0:
+                self.pairs_only -= dt
+                samples = [sm for sm in samples if sm[4] is not None]
         pairs = [sm[4] for sm in samples if sm[4] is not None]
         est.seen_left = any(sm[1] is not None for sm in samples)
         est.seen_right = any(sm[2] is not None for sm in samples)
@@ -301,6 +317,17 @@ class LaneEstimator:
         est.coeffs = (1.0 - a) * est.coeffs + a * new
         est.coeffs[2] = float(np.clip(est.coeffs[2], -cfg.max_abs_c2, cfg.max_abs_c2))
         return est
+
+    def _lane_ahead(self, points: np.ndarray) -> list[tuple]:
+        """Measurements of a whole lane (both boundaries, the remembered width) just ahead of the car."""
+        cfg, est = self.config, self.estimate
+        samples = self._measure(points, cfg.release_gate)
+        # Only the nearest lane counts: farther out, a road bending away shows other lanes.
+        return [
+            sm
+            for sm in samples
+            if sm[4] is not None and abs(sm[4] - est.width) < cfg.lock_width_tol and sm[0] <= cfg.release_within_m
+        ]
 
     def _measure(self, points: np.ndarray, gate: float) -> list[tuple]:
         """Boundaries by sliding windows; per look-ahead bin with a usable boundary:
@@ -512,8 +539,12 @@ class LaneKeepingController:
         self._projector: GroundProjector | None = None
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, after_junction: bool = False) -> None:
+        """Forget the lane; `after_junction`: the car has just left a junction (its exit's crosswalk
+        and the other direction's stop line are not a stop line ahead)."""
         self.estimator.reset()
+        if after_junction:
+            self.estimator.quiet_m = self.estimator.config.axis_quiet_m
         self._integral = 0.0
         self._steer = 0.0
         self._last_speed = 0.0

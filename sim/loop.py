@@ -637,7 +637,7 @@ class Loop:
                 control, steer, handed_over = None, float(obs.ego.steer), True  # the backend drives the junction
             else:
                 if handed_over:
-                    ctl.reset()  # back from the junction: pick the lane up afresh
+                    ctl.reset(after_junction=True)  # back from the junction: pick the lane up afresh
                     handed_over = False
                 control = ctl.step(tr.mask, obs.ego.speed, dt, fresh)
                 steer = control.steer
@@ -932,6 +932,7 @@ class Loop:
             "end": end,
             "interrupted": end in ("interrupted", "quit"),
             "rows": rows,
+            "loop_fps": self.times.ticks / max(self.times.wall_s - self.times.reset_s, 1e-9),
             "loop_ms_per_tick": self.times.per_tick_ms(),
             "loop_ticks": self.times.ticks,
             "strip": len(strip),

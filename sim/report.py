@@ -50,7 +50,8 @@ def format_table(summary: dict[str, Any]) -> str:
         head += f" {'km':>6} {'dep/km':>6} {'|off|':>5} {'max':>5} {'coll':>4} {'end':<10}"
     lines = [
         f"run {summary.get('run')}: {summary.get('scenario')} seed {summary.get('seed')}, drive {drive}"
-        f"{', realtime' if summary.get('realtime') else ''}, {summary.get('threads')} threads ({summary.get('end')})",
+        f"{', realtime' if summary.get('realtime') else ''}, {summary.get('threads')} threads, "
+        f"loop {_fmt(summary.get('loop_fps'), '.1f')} frames/s ({summary.get('end')})",
         head,
         "-" * len(head),
     ]
