@@ -43,6 +43,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -135,6 +136,7 @@ class LoopConfig:
     truth_tags: tuple[int, ...] = tags.LANE_TAGS
     progress: bool = False
     flush_every_s: float = 1.0
+    overlap_sim: bool = True  # autopilot drive: step the simulator in a thread while the models run
     strip_size: int = 8
     controller: ControllerConfig | None = None
     junctions: str = "hold"  # model drive: "hold" (the lane keeper drives on) or "autopilot" (see module doc)
@@ -590,25 +592,34 @@ class Loop:
         self._progress(self._planned())
         dt = cfg.scenario.dt
         frame = 0
-        while not self._done(frame, obs.ego.distance):
-            truth = self._truth(obs)
-            views = []
-            for tr in tracks:
-                fresh, timing, missed = tr.perceive(obs.camera.rgb, obs.sim_time, dt, cfg.realtime, self.times)
-                row, vm = self._score_and_row(tr, obs, truth, timing, missed, obs.ego.steer, frame)
-                out = tr.meter.update(obs.ego)
-                row["lane_departure"] = out
-                self._log(frame_log, row)
-                views.append(vm)
-            self._offer_strip(obs, truth, tracks, frame)
-            if not self._tick(obs, truth, views, frame, active=None, guide=None):
-                return self.stop.reason or "quit"
-            frame += 1
-            if self._done(frame, obs.ego.distance):
-                break
-            t = time.perf_counter()
-            obs = backend.step(None)
-            self.times.sim_s += time.perf_counter() - t
+        # The autopilot's next tick does not depend on the models: simulate it while they run.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="sim-step") if cfg.overlap_sim else None
+        pending: Future[Observation] | None = None
+        try:
+            while not self._done(frame, obs.ego.distance):
+                if pool is not None:
+                    pending = pool.submit(backend.step, None)
+                truth = self._truth(obs)
+                views = []
+                for tr in tracks:
+                    fresh, timing, missed = tr.perceive(obs.camera.rgb, obs.sim_time, dt, cfg.realtime, self.times)
+                    row, vm = self._score_and_row(tr, obs, truth, timing, missed, obs.ego.steer, frame)
+                    row["lane_departure"] = tr.meter.update(obs.ego)
+                    self._log(frame_log, row)
+                    views.append(vm)
+                self._offer_strip(obs, truth, tracks, frame)
+                if not self._tick(obs, truth, views, frame, active=None, guide=None):
+                    return self.stop.reason or "quit"
+                frame += 1
+                if self._done(frame, obs.ego.distance):
+                    break
+                t = time.perf_counter()
+                obs = pending.result() if pending is not None else backend.step(None)
+                pending = None
+                self.times.sim_s += time.perf_counter() - t  # only the part not hidden behind the models
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)  # a tick in flight finishes before the backend is closed
         for tr in tracks:
             tr.end_reason = "completed"
         return "completed"

@@ -77,7 +77,7 @@ class FrameLog:
         if self._closed or not self._buf["frame"]:
             return
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, FRAME_SCHEMA, compression="zstd")
+            self._writer = pq.ParquetWriter(self.path, FRAME_SCHEMA, compression="snappy")
         arrays = [pa.array(_nan_to_none(self._buf[f.name], f.type), type=f.type) for f in FRAME_SCHEMA]
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=FRAME_SCHEMA))
         self.row_groups += 1
@@ -93,7 +93,7 @@ class FrameLog:
             if not (discard and self._writer is None):
                 self.flush()
                 if self._writer is None:
-                    self._writer = pq.ParquetWriter(self.path, FRAME_SCHEMA, compression="zstd")
+                    self._writer = pq.ParquetWriter(self.path, FRAME_SCHEMA, compression="snappy")
         finally:
             self._closed = True
             if self._writer is not None:
