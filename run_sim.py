@@ -207,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--junctions",
         choices=("hold", "autopilot"),
-        default="hold",
-        help="--drive model in junctions: hold (the lane keeper drives straight on, default) or autopilot "
-        "(the simulator's autopilot takes the junction, the lane keeper the roads)",
+        default="autopilot",
+        help="--drive model in junctions, where there are no lane markings: autopilot (default: the "
+        "simulator's navigator takes the junction and 12 m past it, the lane keeper every road) or hold "
+        "(the lane keeper drives straight on: in grid towns the episode ends at a T junction)",
     )
     g.add_argument("--view", action="store_true", help="live pygame view (space pause, n step, tab model, q quit)")
     g = p.add_argument_group("output")

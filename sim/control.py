@@ -560,8 +560,20 @@ class LaneKeepingController:
     def estimate(self) -> LaneEstimate:
         return self.estimator.estimate
 
-    def step(self, mask: np.ndarray | None, speed: float, dt: float, fresh: bool = True) -> Control:
-        """One control tick; `speed` is the speedometer [m/s], `dt` the tick [s]."""
+    def step(
+        self,
+        mask: np.ndarray | None,
+        speed: float,
+        dt: float,
+        fresh: bool = True,
+        lead_distance: float | None = None,
+        lead_speed: float | None = None,
+    ) -> Control:
+        """One control tick; `speed` is the speedometer [m/s], `dt` the tick [s].
+
+        `lead_distance` / `lead_speed` come from the radar (`EgoState`): the speed is then also
+        kept behind the car ahead (adaptive cruise control). Steering only ever uses the mask.
+        """
         cfg = self.config
         yaw_rate = speed / cfg.wheelbase_m * math.tan(-self._steer * cfg.max_steer_rad)
         self.estimator.propagate(speed, yaw_rate, dt)
@@ -586,6 +598,13 @@ class LaneKeepingController:
         v_ref = min(self.target_speed, math.sqrt(cfg.lateral_accel / max(kappa, 1e-4)))
         if est.lost_s > cfg.lost_after_s:
             v_ref *= cfg.lost_slowdown
+        if lead_distance is not None:
+            a = acc_accel(speed, v_ref, lead_distance, speed - (lead_speed or 0.0))
+            if a < -0.3:  # the car ahead (or a held junction) sets the pace: brake for it
+                self.speed_target = min(v_ref, speed)
+                self._integral = 0.0
+                return Control(brake=min(-a / 8.0, 1.0), steer=self._steer)
+            v_ref = min(v_ref, speed + max(a, 0.0))
         self.speed_target = v_ref
         err = v_ref - speed
         self._integral = float(np.clip(self._integral + err * dt, -cfg.integral_max, cfg.integral_max))
@@ -595,7 +614,15 @@ class LaneKeepingController:
         return Control(brake=min(-u * 0.5, 1.0), steer=self._steer)
 
 
+def acc_accel(v: float, v_ref: float, gap: float, dv: float) -> float:
+    """Adaptive cruise: intelligent-driver-model acceleration [m/s^2] behind a lead at `gap` m."""
+    a_max, b = 2.0, 3.0
+    s_star = 2.5 + 1.3 * v + v * dv / (2.0 * math.sqrt(a_max * b))
+    return a_max * (1.0 - (v / max(v_ref, 0.1)) ** 4 - (max(s_star, 0.0) / max(gap, 0.1)) ** 2)
+
+
 __all__ = [
+    "acc_accel",
     "ControllerConfig",
     "GroundProjector",
     "LaneEstimate",

@@ -15,12 +15,15 @@ Drive modes:
   the same frames (float, PTQ and QAT compared on identical images).
 - ``model``: each model drives its own episode (same scenario and seed) with
   `sim.control.LaneKeepingController` on its own masks; lane-keeping metrics per episode.
-  In junctions the lane keeper sees no lane and drives on (``junctions="hold"``, the
-  default: it follows the stop line's axis straight across), so in grid towns an episode
-  ends at the first junction without a straight exit. ``junctions="autopilot"`` hands
-  junctions to the backend's autopilot (a navigator taking the turns; the switch uses the
-  backend's ground-truth junction flag, the lane keeper itself never does) and the lane
-  keeper takes over again on the next road: lane keeping is judged on roads either way.
+  Junctions have no lane markings to keep to. ``junctions="autopilot"`` (the default) hands
+  them to the backend's autopilot, a navigator taking the turns, from the junction's entry
+  until ``handover_exit_m`` past its exit (beyond the exit's crosswalk); the switch uses the
+  backend's ground-truth junction flag, the lane keeper itself never does, and it takes over
+  again on the next road. ``junctions="hold"``: the lane keeper drives on through junctions
+  (it follows the stop line's axis straight across), so in grid towns an episode ends at
+  the first junction without a straight exit. Lane keeping is judged on roads either way.
+  Speed is kept behind the car ahead with the radar's gap (``EgoState.lead_distance``),
+  like an adaptive cruise control; steering only ever uses the model's mask.
 
 Real-time budget (``realtime=True``): each model has a clock in simulated time. A model
 starts a frame only when it is idle; its measured latency is charged to simulated time,
@@ -139,11 +142,12 @@ class LoopConfig:
     overlap_sim: bool = True  # autopilot drive: step the simulator in a thread while the models run
     strip_size: int = 8
     controller: ControllerConfig | None = None
-    junctions: str = "hold"  # model drive: "hold" (the lane keeper drives on) or "autopilot" (see module doc)
+    junctions: str = "autopilot"  # model drive: "autopilot" (navigator in junctions) or "hold" (see module doc)
     end_on_collision: bool = True
     off_road_m: float = 8.0
     off_road_s: float = 1.0
     stuck_s: float = 10.0
+    handover_exit_m: float = 12.0  # junctions="autopilot": metres past a junction still driven by the backend
     command: str = ""
 
     @property
@@ -639,18 +643,22 @@ class Loop:
         off_road_s = stuck_s = 0.0
         active = self.models.index(slot)
         handed_over = False
+        handover_until = -1.0
         while True:
             truth = self._truth(obs)
             fresh, timing, missed = tr.perceive(obs.camera.rgb, obs.sim_time, dt, cfg.realtime, self.times)
             t = time.perf_counter()
             control: Control | None
             if cfg.junctions == "autopilot" and obs.ego.in_junction:
-                control, steer, handed_over = None, float(obs.ego.steer), True  # the backend drives the junction
+                handover_until = obs.ego.distance + cfg.handover_exit_m
+            if cfg.junctions == "autopilot" and obs.ego.distance < handover_until:
+                # The backend drives the junction, and on past the exit's crosswalk and stop line.
+                control, steer, handed_over = None, float(obs.ego.steer), True
             else:
                 if handed_over:
                     ctl.reset(after_junction=True)  # back from the junction: pick the lane up afresh
                     handed_over = False
-                control = ctl.step(tr.mask, obs.ego.speed, dt, fresh)
+                control = ctl.step(tr.mask, obs.ego.speed, dt, fresh, obs.ego.lead_distance, obs.ego.lead_speed)
                 steer = control.steer
             self.times.control_s += time.perf_counter() - t
             row, vm = self._score_and_row(tr, obs, truth, timing, missed, steer, frame)

@@ -39,12 +39,18 @@ class GroundTruthMaskPredictor:
         self.name = name
         self.latency_ms = float(latency_ms)
         self.input_size: tuple[int, int] = (0, 0)
-        self._labels: dict[int, np.ndarray] = {}
+        self._labels: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def see(self, obs: Observation) -> Observation:
-        """Remember this observation's labels (keyed by its RGB array) and pass it on."""
+        """Remember this observation's labels (keyed by its RGB array) and pass it on.
+
+        A few recent frames are kept: the loop may step the next tick while this one is
+        being predicted. The RGB is kept too, so its id cannot be reused meanwhile.
+        """
         cam = obs.camera
-        self._labels = {id(cam.rgb): cam.labels}
+        self._labels[id(cam.rgb)] = (cam.rgb, cam.labels)
+        while len(self._labels) > 4:
+            self._labels.pop(next(iter(self._labels)))
         self.input_size = cam.rgb.shape[:2]
         return obs
 
@@ -53,7 +59,7 @@ class GroundTruthMaskPredictor:
 
     def predict_timed(self, rgb: np.ndarray) -> tuple[np.ndarray, StatedTiming]:
         try:
-            labels = self._labels[id(rgb)]
+            labels = self._labels[id(rgb)][1]
         except KeyError:
             raise RuntimeError("GroundTruthMaskPredictor needs its backend wrapped by truth_backend") from None
         return labels == ROAD_LINE, StatedTiming(0.0, self.latency_ms, 0.0)

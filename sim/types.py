@@ -163,6 +163,10 @@ class EgoState:
     `lateral_offset` is metres from the true lane centre, positive to the left;
     `heading_error` is the ego yaw minus the lane direction, radians, positive to the left.
     `in_junction` is True inside a junction, where lanes have no markings to keep to.
+    `lead_distance` / `lead_speed` are what a forward radar gives an adaptive cruise control:
+    the gap [m] to the vehicle (or the stop line of a junction that crossing traffic holds)
+    ahead on the ego's lane, and that vehicle's speed; None where nothing is ahead or the
+    backend does not know.
     """
 
     x: float
@@ -178,6 +182,8 @@ class EgoState:
     distance: float = 0.0
     collision: bool = False
     in_junction: bool = False
+    lead_distance: float | None = None
+    lead_speed: float | None = None
 
 
 @dataclass(frozen=True)

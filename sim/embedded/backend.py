@@ -195,11 +195,13 @@ class EmbeddedBackend(BackendBase):
         ego = self.traffic.vehicles[0]
         lane = self.traffic.lane(ego.lane)
         _, lat, heading = lane.path.project(ego.x, ego.y, s_hint=ego.s)
+        gap, lead_v = self.traffic.leader_gap(ego)
+        lead = (float(gap), float(lead_v)) if gap < 80.0 else (None, None)
         state = EgoState(
             x=ego.x, y=ego.y, z=0.0, yaw=ego.yaw, speed=ego.v, steer=getattr(self, "_steer", 0.0),
             lane_id=ego.lane, lane_width=lane.width, lateral_offset=lat,
             heading_error=float(wrap_angle(ego.yaw - heading)), distance=self.distance,
-            collision=collision, in_junction=lane.road is None,
+            collision=collision, in_junction=lane.road is None, lead_distance=lead[0], lead_speed=lead[1],
         )
         weather = sc.weather_at(self.frame)
         cams = {}
