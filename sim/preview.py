@@ -19,13 +19,6 @@ from sim.backend import BackendError, make_backend
 from sim.types import PRESET_NAMES, CameraSpec, Weather
 
 
-def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """RGB blended with the label colours; lane markings drawn solid so they stand out."""
-    out = (rgb * (1 - alpha) + tags.colorize(labels) * alpha).astype(np.uint8)
-    out[labels == tags.ROAD_LINE] = tags.PALETTE[tags.ROAD_LINE]
-    return out
-
-
 def sheet(town: str, seed: int, weathers: list[str], warmup: int, camera: CameraSpec) -> np.ndarray:
     """Rows of RGB | labels | overlay, one per weather, from the same place and time."""
     rows = []
@@ -37,7 +30,7 @@ def sheet(town: str, seed: int, weathers: list[str], warmup: int, camera: Camera
             for _ in range(warmup):
                 obs = sim.step()
         cam = obs.camera
-        row = np.hstack([cam.rgb, tags.colorize(cam.labels), overlay(cam.rgb, cam.labels)])
+        row = np.hstack([cam.rgb, tags.colorize(cam.labels), tags.overlay(cam.rgb, cam.labels)])
         label = np.zeros((18, row.shape[1], 3), np.uint8)
         cv2.putText(label, name, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
         rows.append(np.vstack([label, row]))

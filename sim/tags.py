@@ -91,6 +91,15 @@ def colorize(labels: np.ndarray) -> np.ndarray:
     return PALETTE[labels]
 
 
+def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """RGB blended with the label colours; lane markings drawn opaque so they stand out."""
+    colours = colorize(labels)
+    out = (rgb * (1.0 - alpha) + colours * alpha).astype(np.uint8)
+    lane = labels == ROAD_LINE
+    out[lane] = colours[lane]
+    return out
+
+
 def remap_legacy(labels: np.ndarray) -> np.ndarray:
     """Labels from a pre-0.9.14 CARLA server -> current numbering."""
     return _LEGACY_LUT[labels]
