@@ -22,8 +22,7 @@ from collect.format import (
     read_manifest,
     read_rgb,
 )
-from sim.tags import colorize
-from sim.tags import overlay as tags_overlay
+from sim.tags import colorize, overlay
 
 CAPTION_PX = 14
 
@@ -40,7 +39,7 @@ def contact_sheet(root: str | Path, n: int = 8, split: str | None = None) -> np.
     for i in picks:
         r = rows[int(i)]
         rgb, labels = read_rgb(root / r["rgb"]), read_labels(root / r["label"])
-        strip = np.concatenate([rgb, colorize(labels), tags_overlay(rgb, labels)], axis=1)
+        strip = np.concatenate([rgb, colorize(labels), overlay(rgb, labels)], axis=1)
         caption = np.full((CAPTION_PX, strip.shape[1], 3), 24, np.uint8)
         text = f"{r['id']}  {r['split']}  {r['town']}  {r['weather']}  lane px {r['lane_pixels']}"
         cv2.putText(

@@ -50,6 +50,7 @@ def train_steps(
     steps: int,
     lr: float,
     on_step: Callable[[int, float], None] | None = None,
+    pos_weight: float = 4.0,
 ) -> float:
     """Adam for `steps` batches (cycling the loader); returns the mean loss of the last 20."""
     opt = torch.optim.Adam(list(params), lr=lr)
@@ -57,7 +58,7 @@ def train_steps(
     step = 0
     while step < steps:
         for x, y in loader:
-            loss = bce_loss(model(x), y)
+            loss = bce_loss(model(x), y, pos_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import shlex
+import signal
 import time
 from typing import Any
 
@@ -298,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--resume and --overwrite exclude each other (pick one)")
     out = Path(args.out or f"runs/{args.arch}")
     command = shlex.join(["python", "train/train.py", *(sys.argv[1:] if argv is None else argv)])
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)  # `kill` ends like Ctrl-C: one line, checkpoints kept
     try:
         return run(args, out, command)
     except UsageError as e:
@@ -320,7 +326,13 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         return 1
-    return 0
+    except Exception as e:  # unexpected: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for a traceback)", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: argparse.Namespace, out: Path, command: str) -> int:
