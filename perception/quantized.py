@@ -186,7 +186,7 @@ def pack_state(gm: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
         if node.op == "get_attr":
             value = _get_attr(gm, node.target)
             if isinstance(value, torch.Tensor):
-                state[node.target] = value.detach().clone()
+                state[node.target] = _compact(value.detach().clone())
     scales, zps = [], []
     for node in gm.graph.nodes:
         if _is_qdq_per_tensor(node):
@@ -195,6 +195,13 @@ def pack_state(gm: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
     state[ACT_SCALE_KEY] = torch.tensor(scales, dtype=torch.float64)
     state[ACT_ZP_KEY] = torch.tensor(zps, dtype=torch.int64)
     return state
+
+
+def _compact(t: torch.Tensor) -> torch.Tensor:
+    """int64 tensors (weight zero points: all 0 for symmetric int8) stored as int8 when exact."""
+    if t.dtype == torch.int64 and (t.numel() == 0 or (int(t.min()) >= -128 and int(t.max()) <= 127)):
+        return t.to(torch.int8)
+    return t
 
 
 def _get_attr(gm: nn.Module, target: str) -> Any:
@@ -237,6 +244,8 @@ def unpack_state(gm: torch.fx.GraphModule, state: dict[str, torch.Tensor], where
     for target in expected:
         old = _get_attr(gm, target)
         new = state[target]
+        if old.dtype == torch.int64 and new.dtype == torch.int8:
+            new = new.to(torch.int64)  # see _compact
         if old.shape != new.shape or old.dtype != new.dtype:
             raise CheckpointError(
                 f"{where}: tensor {target} is {new.dtype} {tuple(new.shape)} but the rebuilt graph "

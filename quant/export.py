@@ -138,9 +138,11 @@ def export_onnx(
     check_frames: int = 8,
     seed: int = 0,
     overwrite: bool = False,
+    input_size: tuple[int, int] | None = None,
 ) -> tuple[Path, CheckpointMeta, ExportCheck]:
     """Export `model_path` to `out` (see the module doc for the three cases) and check it.
 
+    `input_size` (H, W) exports for another fixed input size than the checkpoint's.
     The check runs ORT on `check_frames` inputs (test frames of `data`, or seeded noise)
     against the torch model that was exported: the float model, or the PT2E int8
     reference graph. For ORT static quantization the reference is the float model, so the
@@ -148,6 +150,8 @@ def export_onnx(
     """
     out = check_output(out, overwrite)
     _, meta = load_checkpoint(model_path)
+    if input_size is not None:  # export (and calibrate, and check) at another fixed size
+        meta = dataclasses.replace(meta, input_size=(int(input_size[0]), int(input_size[1])))
     size = tuple(meta.input_size)
     scheme = meta.quant["scheme"]
     parent = {"path": str(model_path), "sha256_16": file_digest(model_path)}
@@ -155,7 +159,7 @@ def export_onnx(
     if scheme != "float":
         if int8:
             raise QuantError(f"{model_path} is already int8 ({scheme}); drop --int8 to export its int8 graph")
-        reference: torch.nn.Module = quantized.load_quantized(model_path)
+        reference: torch.nn.Module = quantized.load_quantized(model_path, input_size=size)
         proto = _onnx_proto(reference, size)
         out_meta = dataclasses.replace(
             meta,
@@ -164,7 +168,7 @@ def export_onnx(
         )
         _save(_with_meta(proto, out_meta), out)
         return out, out_meta, check_onnx(out, reference, checks)
-    model, meta = build_from_checkpoint(model_path)
+    model, _ = build_from_checkpoint(model_path)
     proto = _onnx_proto(model, size)
     if not int8:
         out_meta = dataclasses.replace(meta, command=command_line())
@@ -227,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calib-frames", type=int, default=100, help="calibration frames for --int8 (default 100)")
     parser.add_argument("--check-frames", type=int, default=8, help="frames compared in ORT vs torch (default 8)")
     parser.add_argument("--min-mask-iou", type=float, default=0.99, help="fail below this ORT/torch mask IoU")
+    parser.add_argument("--input-size", default=None, help="HxW fixed input size (default: the checkpoint's)")
     add_common_args(parser)
     return parser
 
@@ -234,8 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(args: argparse.Namespace) -> int:
     model = Path(args.model)
     out = Path(args.out) if args.out else model.with_name(model.stem + ("_int8" if args.int8 else "") + ".onnx")
+    size = None
+    if args.input_size:
+        try:
+            size = tuple(int(v) for v in args.input_size.lower().split("x"))
+        except ValueError:
+            raise QuantError(f"--input-size must be HxW like 160x320, got {args.input_size!r}") from None
     path, meta, check = export_onnx(
-        model, out, args.int8, args.data, args.calib_frames, args.check_frames, args.seed, args.overwrite
+        model, out, args.int8, args.data, args.calib_frames, args.check_frames, args.seed, args.overwrite, size
     )
     kind = "int8 QDQ" if meta.quant["scheme"] != "float" else "float"
     print(

@@ -35,7 +35,7 @@ def quantize_ptq(
     model_path: str | Path,
     data: str | Path,
     calib_frames: int = 200,
-    observer: str = "histogram",
+    observer: str = "minmax",
     per_channel: bool = True,
     split: str = "train",
     progress: bool = False,
@@ -79,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--observer",
         choices=quantized.OBSERVERS,
-        default="histogram",
-        help="activation range observer (default histogram; minmax is the classic choice, "
-        "percentile clips the top 0.01%%)",
+        default="minmax",
+        help="activation range observer (default minmax: on lane U-Nets it agrees best with float; "
+        "histogram and percentile clip rare large activations, which here carry the lane markings)",
     )
     parser.add_argument(
         "--per-channel",
