@@ -13,8 +13,8 @@ Numbers (binary lane task), all from `perception.metrics`, the one IoU of the pr
   a count. A frame with no true lane pixel but some predicted scores IoU 0.
 
 Multi-class checkpoints report the mean IoU over classes and the IoU of each class.
-Quantized checkpoints are served by `perception.predictor` once it lands; `load_predict`
-is the one function to change for that.
+Quantized (PTQ / QAT int8) checkpoints run through their compiled int8 graph
+(`perception.quantized`), frame by frame.
 """
 
 from __future__ import annotations
@@ -115,10 +115,17 @@ def load_predict(path: str | Path, runtime: str = "torch") -> tuple[Predict, Che
         raise ValueError(f"unknown runtime {runtime!r} (choose one of: {', '.join(RUNTIMES)})")
     _, meta = load_checkpoint(path)
     if meta.quant["scheme"] != "float":
-        raise CheckpointError(
-            f"{path} is a {meta.quant['scheme']} checkpoint; evaluating quantized models needs "
-            "perception.predictor, which has not landed yet (evaluate the float parent checkpoint)"
-        )
+        from perception import quantized
+        from perception.predictor import compile_frozen
+
+        # The int8 graph is exported for one frame at the checkpoint's input size: run the
+        # batch frame by frame through the compiled int8 kernels.
+        graph = compile_frozen(quantized.load_quantized(path, input_size=tuple(meta.input_size)))
+
+        def predict(images: torch.Tensor) -> torch.Tensor:
+            return torch.cat([graph(images[i : i + 1].contiguous()) for i in range(len(images))])
+
+        return predict, meta
     model, meta = build_from_checkpoint(path)
     return model.eval(), meta
 
