@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="float checkpoint")
     parser.add_argument("--ptq", default=None, help="PTQ checkpoint (default: made on the fly from --data)")
     parser.add_argument("--qat", default=None, help="QAT checkpoint (optional)")
-    parser.add_argument("--data", default=None, help="dataset: PTQ calibration, ORT int8 calibration, test IoU")
+    parser.add_argument("--data", nargs="+", default=None, help="dataset folder(s): PTQ and ORT int8 calibration")
+    parser.add_argument("--test-data", nargs="+", default=None, help="folder(s) whose test split is scored")
     parser.add_argument("--sizes", default="256x256,160x320", help="input sizes HxW (default 256x256,160x320)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=30)
@@ -150,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     float_mb = size_mb(args.model)
     results["files"] = {k: {"mb": size_mb(v), "smaller_than_float": float_mb / size_mb(v)} for k, v in files.items()}
 
-    if args.data is not None:
+    if args.test_data is not None:
         from collect.dataset import LaneDataset
 
-        ds = LaneDataset(args.data, split="test")
+        ds = LaneDataset(args.test_data, split="test")
         base = load_predictor(args.model, threads=args.threads, compile=False)
         f_scores, f_masks = evaluate(base, ds, args.test_frames, False)
         results["accuracy"]["float"] = {"iou": f_scores["iou"], "agreement": 1.0}

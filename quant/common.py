@@ -96,7 +96,9 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def dataset_for(meta: CheckpointMeta, root: str | Path, split: str, size: tuple[int, int] | None = None) -> LaneDataset:
+def dataset_for(
+    meta: CheckpointMeta, root: str | Path | list[str], split: str, size: tuple[int, int] | None = None
+) -> LaneDataset:
     """The split of `root` preprocessed exactly as the model (and the predictor) expects."""
     if meta.task["kind"] != "binary":
         raise QuantError("quantization tools handle binary lane checkpoints only (use a binary checkpoint)")

@@ -169,7 +169,7 @@ def mask_agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare(
     specs: list[ModelSpec],
-    data: str | Path,
+    data: str | Path | list[str],
     split: str = "test",
     threads: tuple[int, ...] = (2, 1),
     runs: int = 50,
@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "models/unet_ptq.pth models/unet_qat.pth --data data/town03 --out docs/quant_compare",
     )
     parser.add_argument("--models", nargs="+", required=True, help="PATH or PATH:torch|eager|onnx; float first")
-    parser.add_argument("--data", required=True, help="recorded dataset folder")
+    parser.add_argument("--data", nargs="+", required=True, help="recorded dataset folder(s), merged")
     parser.add_argument("--split", default="test", help="split to score (default test)")
     parser.add_argument("--frames", type=int, default=None, help="score only the first N frames of the split")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per model and thread count (default 50)")
@@ -356,7 +356,7 @@ def _main(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_markdown(out.with_suffix(".md"), rows, profiles, threads, args.data, args.split)
+    write_markdown(out.with_suffix(".md"), rows, profiles, threads, ", ".join(args.data), args.split)
     plot(out.with_suffix(".png"), rows, threads)
     payload = {"machine": machine_line(threads), "rows": [r.__dict__ for r in rows], "profiles": profiles}
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=str))

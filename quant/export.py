@@ -87,7 +87,9 @@ def _save(proto: Any, path: Path) -> None:
     tmp.replace(path)
 
 
-def _frames(meta: CheckpointMeta, data: str | Path | None, n: int, split: str, seed: int) -> Iterator[np.ndarray]:
+def _frames(
+    meta: CheckpointMeta, data: str | Path | list[str] | None, n: int, split: str, seed: int
+) -> Iterator[np.ndarray]:
     """Model-ready 1x3xHxW float32 inputs: recorded frames, or seeded noise without --data."""
     if data is not None:
         for x in calibration_frames(dataset_for(meta, data, split), n):
@@ -133,7 +135,7 @@ def export_onnx(
     model_path: str | Path,
     out: str | Path,
     int8: bool = False,
-    data: str | Path | None = None,
+    data: str | Path | list[str] | None = None,
     calib_frames: int = 100,
     check_frames: int = 8,
     seed: int = 0,
@@ -227,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=["onnx"], default="onnx", help="export format (onnx)")
     parser.add_argument("--out", default=None, help="output file (default: next to --model, .onnx / _int8.onnx)")
     parser.add_argument("--int8", action="store_true", help="float model -> int8 QDQ with ORT static quantization")
-    parser.add_argument("--data", default=None, help="recorded dataset: calibration (--int8) and check frames")
+    parser.add_argument(
+        "--data", nargs="+", default=None, help="recorded dataset folder(s): calibration (--int8), check frames"
+    )
     parser.add_argument("--calib-frames", type=int, default=100, help="calibration frames for --int8 (default 100)")
     parser.add_argument("--check-frames", type=int, default=8, help="frames compared in ORT vs torch (default 8)")
     parser.add_argument("--min-mask-iou", type=float, default=0.99, help="fail below this ORT/torch mask IoU")

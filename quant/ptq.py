@@ -33,7 +33,7 @@ from quant.common import (
 
 def quantize_ptq(
     model_path: str | Path,
-    data: str | Path,
+    data: str | Path | list[str],
     calib_frames: int = 200,
     observer: str = "minmax",
     per_channel: bool = True,
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--calib-frames 200 --out models/unet_ptq.pth",
     )
     parser.add_argument("--model", required=True, help="float checkpoint (.pth)")
-    parser.add_argument("--data", required=True, help="recorded dataset folder for calibration")
+    parser.add_argument("--data", nargs="+", required=True, help="recorded dataset folder(s) for calibration")
     parser.add_argument("--split", default="train", help="split to calibrate on (default train)")
     parser.add_argument("--calib-frames", type=int, default=200, help="calibration frames (default 200)")
     parser.add_argument(
