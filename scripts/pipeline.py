@@ -53,20 +53,24 @@ class Setting:
     test_town: str
     episodes: int
     frames: int
+    every: int
     epochs: int
     qat_epochs: int
+    qat_steps: int
     calib_frames: int
     base_width: int
     loop_frames: int
     scenario: str
     threads: int
+    compare_runs: int
 
 
-FULL = Setting(("Town03", "Town05", "Town01"), "Town10HD", episodes=8, frames=1200, epochs=14,
-               qat_epochs=3, calib_frames=200, base_width=16, loop_frames=1200, scenario="town10_rain",
-               threads=2)
-QUICK = Setting(("Town01",), "Town02", episodes=3, frames=36, epochs=1, qat_epochs=1, calib_frames=8,
-                base_width=4, loop_frames=20, scenario="town03_clear", threads=2)
+FULL = Setting(("Town03", "Town05", "Town01"), "Town10HD", episodes=12, frames=480, every=5, epochs=2,
+               qat_epochs=3, qat_steps=40, calib_frames=200, base_width=16, loop_frames=1200, scenario="town10_rain",
+               threads=2, compare_runs=50)
+QUICK = Setting(("Town01",), "Town02", episodes=3, frames=36, every=2, epochs=1, qat_epochs=1, qat_steps=2,
+                calib_frames=8,
+                base_width=4, loop_frames=20, scenario="town03_clear", threads=2, compare_runs=3)
 
 
 def plan(s: Setting, work: Path) -> list[Step]:
@@ -80,12 +84,12 @@ def plan(s: Setting, work: Path) -> list[Step]:
         train_sets.append(out)
         steps.append(Step(f"record {town}", py + [
             "collect/record.py", "--town", town, "--episodes", str(s.episodes), "--frames", str(s.frames),
-            "--weather", "cycle", "--seed", str(100 + i), "--split", "train=0.85,val=0.15,test=0",
-            "--out", str(out), "--no-progress"], [out / "manifest.json"]))
+            "--every", str(s.every), "--weather", "cycle", "--seed", str(100 + i),
+            "--split", "train=0.85,val=0.15,test=0", "--out", str(out), "--no-progress"], [out / "manifest.json"]))
     test = data / f"{s.test_town.lower()}_test"
     steps.append(Step(f"record {s.test_town} (held out)", py + [
         "collect/record.py", "--town", s.test_town, "--episodes", str(max(s.episodes // 2, 1)),
-        "--frames", str(max(s.frames // 2, 12)), "--weather", "cycle", "--seed", "900",
+        "--frames", str(max(s.frames // 2, 12)), "--every", str(s.every), "--weather", "cycle", "--seed", "900",
         "--split", "train=0,val=0,test=1", "--out", str(test), "--no-progress"], [test / "manifest.json"]))
     runs = work / "runs" / "unet_float"
     float_ckpt = runs / "best.pth"
@@ -96,12 +100,12 @@ def plan(s: Setting, work: Path) -> list[Step]:
         "--overwrite", "--no-progress"], [float_ckpt], train_sets))
     models = work / "models"
     ptq, qat = models / "unet_ptq.pth", models / "unet_qat.pth"
-    first = ["--data", str(train_sets[0])]  # the quant CLIs calibrate / fine-tune on one folder
     steps.append(Step("PTQ int8", py + [
-        "quant/ptq.py", "--model", str(float_ckpt), *first, "--calib-frames", str(s.calib_frames),
+        "quant/ptq.py", "--model", str(float_ckpt), *data_args, "--calib-frames", str(s.calib_frames),
         "--out", str(ptq), "--overwrite"], [ptq], [float_ckpt]))
     steps.append(Step("QAT int8", py + [
-        "quant/qat.py", "--model", str(float_ckpt), *first, "--epochs", str(s.qat_epochs),
+        "quant/qat.py", "--model", str(float_ckpt), *data_args, "--epochs", str(s.qat_epochs),
+        "--steps-per-epoch", str(s.qat_steps),
         "--threads", str(s.threads), "--run-dir", str(work / "runs" / "unet_qat"), "--out", str(qat), "--overwrite",
         "--no-progress"], [qat], [float_ckpt]))
     flt = models / "unet_float.pth"
@@ -115,7 +119,8 @@ def plan(s: Setting, work: Path) -> list[Step]:
     compare = work / "compare"
     steps.append(Step("compare float / PTQ / QAT", py + [
         "quant/compare.py", "--models", str(flt), str(ptq), str(qat), "--data", str(test), "--split", "test",
-        "--out", str(compare), "--overwrite"], [compare / "compare.md"], [flt, ptq, qat]))
+        "--runs", str(s.compare_runs), "--out", str(compare), "--overwrite", "--no-progress"],
+        [compare.with_suffix(".md")], [flt, ptq, qat]))
     loop = work / "results" / "loop"
     steps.append(Step(f"run_sim.py on {s.scenario}", py + [
         "run_sim.py", "--model", str(flt), "--model", str(ptq), "--model", str(qat), "--scenario", s.scenario,
