@@ -1,6 +1,8 @@
 """Train a lane segmentation model on recorded datasets.
 
-    python train/train.py --data data/town03 --data data/town05 --out runs/unet_w16
+    python train/train.py --data data/train_town03 --data data/train_town05 --out runs/unet_w16
+
+(docs/training.md has the recording and training commands of the reference result.)
 
 Reads the "train" and "val" splits of the dataset folders (`collect.dataset.LaneDataset`),
 trains with AdamW and a cosine or one-cycle schedule stepped per batch, scores the val
@@ -228,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a lane segmentation model (binary lane task, or multi-class with --tags).",
         epilog=(
             "examples:\n"
-            "  python train/train.py --data data/town03 --data data/town05 --epochs 12 --out runs/unet_w16\n"
+            "  python train/train.py --data data/train_town03 --data data/train_town05 --epochs 2 --out runs/unet_w16\n"
             "  python train/train.py --data data/town03 --arch enet --loss bce --pos-weight 5 --out runs/enet\n"
             "  python train/train.py --data data/town03 --tags 1,24,14 --loss ce --out runs/multi\n"
             "  python train/train.py --resume --out runs/unet_w16      # continue a killed run exactly"
@@ -250,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss", choices=list(LOSSES), help="default: bce+dice (binary), ce (multi-class)")
     g.add_argument("--pos-weight", type=float, help="BCE weight of lane pixels (default none)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=12, help="epochs (default 12)")
+    g.add_argument("--epochs", type=int, default=4, help="epochs (default 4)")
     g.add_argument("--batch-size", type=int, default=8, help="frames per step (default 8)")
     g.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of AdamW (default 3e-3)")
     g.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)")
