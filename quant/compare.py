@@ -234,9 +234,11 @@ def machine_line(threads: tuple[int, ...]) -> str:
                 break
     except OSError:
         pass
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (
         f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, Python {platform.python_version()}; "
-        f"threads {', '.join(map(str, threads))}; batch 1"
+        f"threads {', '.join(map(str, threads))}; batch 1; load average at the start {load} "
+        "(other processes on the machine slow torch's OpenMP threads far more than one thread)"
     )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from collect.format import DatasetError
 from perception import quantized
 from perception.checkpoint import CheckpointMeta, build_from_checkpoint, load_checkpoint
 from perception.metrics import frame_scores
@@ -90,11 +91,20 @@ def _save(proto: Any, path: Path) -> None:
 def _frames(
     meta: CheckpointMeta, data: str | Path | list[str] | None, n: int, split: str, seed: int
 ) -> Iterator[np.ndarray]:
-    """Model-ready 1x3xHxW float32 inputs: recorded frames, or seeded noise without --data."""
+    """Model-ready 1x3xHxW float32 inputs: recorded frames (of `split`, else of the next
+    split the folders have: test, val, train), or seeded noise without --data."""
     if data is not None:
-        for x in calibration_frames(dataset_for(meta, data, split), n):
-            yield x.numpy()
-        return
+        order = [split] + [s for s in ("test", "val", "train") if s != split]
+        for i, name in enumerate(order):
+            try:
+                ds = dataset_for(meta, data, name)
+            except DatasetError:
+                if i == len(order) - 1:
+                    raise
+                continue
+            for x in calibration_frames(ds, n):
+                yield x.numpy()
+            return
     rng = np.random.default_rng(seed)
     h, w = meta.input_size
     for _ in range(n):

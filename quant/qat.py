@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from collect.dataset import LaneDataset
 from perception import quantized
-from perception.checkpoint import CheckpointMeta, build_from_checkpoint
+from perception.checkpoint import CheckpointMeta, build_from_checkpoint, load_checkpoint
 from perception.metrics import BinaryConfusion
 from quant.common import (
     QuantError,
@@ -169,12 +169,14 @@ def train_qat(
     cfg: QATConfig,
     resume: bool = False,
     progress: bool = False,
-) -> tuple[torch.fx.GraphModule, CheckpointMeta]:
+    convert: bool = True,
+) -> tuple[torch.fx.GraphModule | None, CheckpointMeta | None]:
     """Fine-tune with fake quant for ``cfg.epochs`` epochs; returns the int8 graph + metadata.
 
     `run_dir` receives ``log.csv`` (one row per epoch) and ``last.pth`` (resume state after
     every epoch). With `resume`, training continues from ``last.pth``; the result equals
-    that of an uninterrupted run with the same settings.
+    that of an uninterrupted run with the same settings. ``convert=False`` stops after the
+    training (returns ``(None, None)``), e.g. to continue later with more epochs.
     """
     cfg = cfg.resolved()
     run_dir = Path(run_dir)
@@ -265,10 +267,9 @@ def train_qat(
     if start >= cfg.epochs and not history:
         raise QuantError("no epochs to train (raise --epochs)")
 
-    # convert from a static batch-1 graph with the same state: the graph a loader rebuilds
-    static = quantized.prepare(build_from_checkpoint(model_path)[0], size, "minmax", True, qat=True)
-    static.load_state_dict(gm.state_dict(), strict=True)
-    int8 = quantized.convert(static, qat=True)
+    if not convert:
+        return None, None
+    int8 = quantized.convert(_static_copy(model_path, size, gm.state_dict()), qat=True)
     recipe = quantized.recipe("minmax", True, True, size)
     extra = {
         "qat": True,
@@ -280,6 +281,23 @@ def train_qat(
     metrics = {"val_iou_fakequant": last.get("val_iou"), "epochs": cfg.epochs}
     meta = quantized_meta(float_meta, int8, "qat", recipe, model_path, extra=extra, metrics=metrics)
     return int8, meta
+
+
+def _static_copy(model_path: str | Path, size: tuple[int, int], state: dict[str, torch.Tensor]) -> torch.fx.GraphModule:
+    """The static batch-1 QAT graph (the one a loader rebuilds) holding `state`."""
+    static = quantized.prepare(build_from_checkpoint(model_path)[0], size, "minmax", True, qat=True)
+    static.load_state_dict(state, strict=True)
+    return static
+
+
+def fake_quant_model(model_path: str | Path, run_dir: str | Path) -> torch.fx.GraphModule:
+    """The fake-quantized model of a QAT run (its ``last.pth``) in eval mode, observers off:
+    the float emulation the int8 model is converted from (for checks and inspection)."""
+    state = _load_state(Path(run_dir) / "last.pth")
+    _, meta = load_checkpoint(model_path)
+    gm = _static_copy(model_path, tuple(meta.input_size), state["model"])
+    _set_mode(gm, False, True, True)
+    return gm
 
 
 def build_parser() -> argparse.ArgumentParser:

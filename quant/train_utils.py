@@ -20,16 +20,22 @@ from perception.metrics import BinaryConfusion
 
 
 def lane_loader(
-    root: str | Path,
+    root: str | Path | list[str],
     split: str,
     size: tuple[int, int],
     batch_size: int,
     shuffle: bool,
     generator: torch.Generator | None = None,
     limit: int | None = None,
+    tags: list[int] | None = None,
 ) -> DataLoader:
-    """DataLoader over one split of a recorded dataset (binary lane task), in this process."""
-    ds = LaneDataset(root, split=split, size=size)
+    """DataLoader over one split of a recorded dataset (binary task: lane markings unless
+    `tags` says otherwise), in this process."""
+    ds = (
+        LaneDataset(root, split=split, size=size)
+        if tags is None
+        else LaneDataset(root, split=split, size=size, tags=tags)
+    )
     if limit is not None and limit < len(ds):
         idx = np.linspace(0, len(ds) - 1, limit).round().astype(int).tolist()
         ds = torch.utils.data.Subset(ds, idx)
