@@ -50,14 +50,15 @@ def main(argv: list[str] | None = None) -> int:
             train_and_test(arch, arch, "bce+dice", common, args.test, args.runs_dir, args.threads, args.fresh)
         )
     rows = [
-        "| model | params (M) | val IoU (last epoch) | test IoU (pooled) | test mean frame IoU | training time [s] |",
-        "|---|---|---|---|---|---|",
+        "| model | params (M) | val IoU (last epoch) | test IoU (pooled) | test mean frame IoU | training time [s] "
+        "| fastest epoch [s] |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         t = r["test"]
         rows.append(
             f"| {r['name']} | {r['params'] / 1e6:.2f} | {r['history'][-1]['val_iou']:.3f} | {t['iou']:.3f} "
-            f"| {t['mean_frame_iou']:.3f} | {r['train_s']:.0f} |"
+            f"| {t['mean_frame_iou']:.3f} | {r['train_s']:.0f} | {r['fastest_epoch_s']:.0f} |"
         )
     cmd = "python benchmarks/study_zoo.py " + " ".join(
         [*(f"--data {d}" for d in args.data), *(f"--test {t}" for t in args.test)]

@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         "models/unet_ptq.pth models/unet_qat.pth --data data/town03 --out docs/quant_compare",
     )
     parser.add_argument("--models", nargs="+", required=True, help="PATH or PATH:torch|eager|onnx; float first")
-    parser.add_argument("--data", nargs="+", required=True, help="recorded dataset folder(s), merged")
+    parser.add_argument("--data", nargs="+", action="extend", required=True, help="recorded dataset folder(s), merged")
     parser.add_argument("--split", default="test", help="split to score (default test)")
     parser.add_argument("--frames", type=int, default=None, help="score only the first N frames of the split")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per model and thread count (default 50)")

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def plan(s: Setting, work: Path) -> list[Step]:
     ptq, qat = models / "unet_ptq.pth", models / "unet_qat.pth"
     steps.append(Step("PTQ int8", py + [
         "quant/ptq.py", "--model", str(float_ckpt), *data_args, "--calib-frames", str(s.calib_frames),
-        "--out", str(ptq), "--overwrite"], [ptq], [float_ckpt]))
+        "--threads", str(s.threads), "--out", str(ptq), "--overwrite"], [ptq], [float_ckpt]))
     steps.append(Step("QAT int8", py + [
         "quant/qat.py", "--model", str(float_ckpt), *data_args, "--epochs", str(s.qat_epochs),
         "--steps-per-epoch", str(s.qat_steps),
@@ -172,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="rerun every step even when up to date")
     ap.add_argument("--install", action="store_true", help="copy the resulting models into models/")
     ap.add_argument("--dry-run", action="store_true", help="print the steps and stop")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads of every step (default: the setting's, 2)")
     args = ap.parse_args(argv)
     setting = QUICK if args.quick else FULL
+    if args.threads:
+        setting = replace(setting, threads=args.threads)
     work = Path(args.work) if args.work else ROOT / "build" / ("pipeline-quick" if args.quick else "pipeline")
     work = work.resolve()
     steps = plan(setting, work)
