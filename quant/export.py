@@ -240,7 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="output file (default: next to --model, .onnx / _int8.onnx)")
     parser.add_argument("--int8", action="store_true", help="float model -> int8 QDQ with ORT static quantization")
     parser.add_argument(
-        "--data", nargs="+", action="extend", default=None, help="recorded dataset folder(s): calibration (--int8), check frames"
+        "--data",
+        nargs="+",
+        action="extend",
+        default=None,
+        help="recorded dataset folder(s): calibration (--int8), check frames",
     )
     parser.add_argument("--calib-frames", type=int, default=100, help="calibration frames for --int8 (default 100)")
     parser.add_argument("--check-frames", type=int, default=8, help="frames compared in ORT vs torch (default 8)")

@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--calib-frames 200 --out models/unet_ptq.pth",
     )
     parser.add_argument("--model", required=True, help="float checkpoint (.pth)")
-    parser.add_argument("--data", nargs="+", action="extend", required=True, help="recorded dataset folder(s) for calibration")
+    parser.add_argument(
+        "--data", nargs="+", action="extend", required=True, help="recorded dataset folder(s) for calibration"
+    )
     parser.add_argument("--split", default="train", help="split to calibrate on (default train)")
     parser.add_argument("--calib-frames", type=int, default=200, help="calibration frames (default 200)")
     parser.add_argument(

@@ -310,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out models/unet_qat.pth --resume   # continue a killed run",
     )
     parser.add_argument("--model", required=True, help="float checkpoint (.pth)")
-    parser.add_argument("--data", nargs="+", action="extend", required=True, help="recorded dataset folder(s) (train + val splits)")
+    parser.add_argument(
+        "--data", nargs="+", action="extend", required=True, help="recorded dataset folder(s) (train + val splits)"
+    )
     parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs (default 4)")
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, low on purpose)")
     parser.add_argument("--batch-size", type=int, default=8)
