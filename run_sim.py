@@ -213,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(the lane keeper drives straight on: in grid towns the episode ends at a T junction)",
     )
     g.add_argument("--view", action="store_true", help="live pygame view (space pause, n step, tab model, q quit)")
+    g.add_argument(
+        "--screenshot-every",
+        type=int,
+        metavar="N",
+        help="with --view: also save the view every N frames to <out>/screenshots (works headless)",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--out", help="run folder (default results/<time>_<scenario>_<drive>)")
     g.add_argument("--overwrite", action="store_true", help="replace the outputs of an existing run folder")
@@ -235,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.threads is not None and args.threads < 1:
         return _fail(f"--threads must be >= 1, got {args.threads}", 2)
+    if args.screenshot_every is not None and (args.screenshot_every < 1 or not args.view):
+        return _fail("--screenshot-every needs --view and N >= 1 (e.g. --view --screenshot-every 50)", 2)
     try:
         return _run(args, argv)
     except KeyboardInterrupt:
@@ -317,7 +325,7 @@ def _loop(args: argparse.Namespace, argv: list[str] | None, scenario: Any, out: 
     if args.view:
         from sim.view import LoopView
 
-        view = LoopView(screenshot_dir=out / "screenshots")
+        view = LoopView(screenshot_dir=out / "screenshots", screenshot_every=args.screenshot_every)
     command = "python run_sim.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     config = LoopConfig(
         scenario=scenario,

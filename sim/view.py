@@ -54,11 +54,17 @@ class LoopView:
     """
 
     def __init__(
-        self, scale: int = 3, screenshot_dir: str | Path = "screenshots", fps_cap: float | None = None
+        self,
+        scale: int = 3,
+        screenshot_dir: str | Path = "screenshots",
+        fps_cap: float | None = None,
+        screenshot_every: int | None = None,
     ) -> None:
         self.scale = scale
         self.screenshot_dir = Path(screenshot_dir)
         self.fps_cap = fps_cap
+        self.screenshot_every = screenshot_every  # also save every N-th frame: a record of a headless run
+        self._updates = 0
         self.shown = 0
         self.overlays = True
         self.paused = False
@@ -219,6 +225,9 @@ class LoopView:
         self._last = frame
         self.render(frame)
         pg.display.flip()
+        self._updates += 1
+        if self.screenshot_every and self._updates % self.screenshot_every == 0:
+            self.screenshot()
         if not self._events():
             return False
         while self.paused and not self._step:

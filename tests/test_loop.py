@@ -279,11 +279,16 @@ def test_view_renders_headless_and_handles_keys(tmp_path: Path) -> None:
 def test_cli_view_model_drive(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "view"
     rc = run_sim.main(
-        ["--model", str(tiny[0]), "--drive", "model", "--view", "--frames", "6", "--out", str(out), *FAST]
-    )
+        ["--model", str(tiny[0]), "--drive", "model", "--view", "--screenshot-every", "2", "--frames", "6",
+         "--out", str(out), *FAST]
+    )  # fmt: skip
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["drive"] == "model" and summary["models"][0]["lane_keeping"]["distance_m"] >= 0
+    shots = sorted((out / "screenshots").glob("*.png"))
+    assert len(shots) == 3  # frames 2, 4, 6 of 6
+    img = cv2.imread(str(shots[-1]))
+    assert img.shape[0] >= 160 * 2 and img.std() > 10  # a drawn window, not a blank surface
 
 
 # ----------------------------------------------------------------------------- errors
@@ -308,6 +313,8 @@ def test_cli_errors(tiny: tuple[Path, Path], tmp_path: Path, capsys: pytest.Capt
     assert "unknown town" in _err(capsys, ["--model", str(tiny[0]), "--town", "Atlantis", *out])
     err = _err(capsys, ["--model", str(tiny[0]), "--backend", "carla", "--port", "1", "--timeout", "1", *out])
     assert "carla" in err.lower()
+    assert run_sim.main(["--model", str(tiny[0]), "--screenshot-every", "5", *out]) == 2  # needs --view
+    assert "--screenshot-every needs --view" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()  # failed runs leave no folder behind
 
 
