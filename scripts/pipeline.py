@@ -63,40 +63,16 @@ class Setting:
     scenario: str
     threads: int
     compare_runs: int
+    compare_threads: str  # thread counts timed by quant/compare.py
 
 
-FULL = Setting(
-    ("Town03", "Town05", "Town01"),
-    "Town10HD",
-    episodes=12,
-    frames=480,
-    every=5,
-    epochs=2,
-    qat_epochs=3,
-    qat_steps=40,
-    calib_frames=200,
-    base_width=16,
-    loop_frames=1200,
-    scenario="town10_rain",
-    threads=2,
-    compare_runs=50,
-)
-QUICK = Setting(
-    ("Town01",),
-    "Town02",
-    episodes=3,
-    frames=36,
-    every=2,
-    epochs=1,
-    qat_epochs=1,
-    qat_steps=2,
-    calib_frames=8,
-    base_width=4,
-    loop_frames=20,
-    scenario="town03_clear",
-    threads=2,
-    compare_runs=3,
-)
+FULL = Setting(("Town03", "Town05", "Town01"), "Town10HD", episodes=12, frames=480, every=5, epochs=2,
+               qat_epochs=3, qat_steps=40, calib_frames=200, base_width=16, loop_frames=1200, scenario="town10_rain",
+               threads=2, compare_runs=50, compare_threads="2,1")
+QUICK = Setting(("Town01",), "Town02", episodes=3, frames=36, every=2, epochs=1, qat_epochs=1, qat_steps=2,
+                calib_frames=8,
+                base_width=4, loop_frames=20, scenario="town03_clear", threads=2, compare_runs=3,
+                compare_threads="1")
 
 
 def plan(s: Setting, work: Path) -> list[Step]:
@@ -108,211 +84,51 @@ def plan(s: Setting, work: Path) -> list[Step]:
     for i, town in enumerate(s.train_towns):
         out = data / town.lower()
         train_sets.append(out)
-        steps.append(
-            Step(
-                f"record {town}",
-                py
-                + [
-                    "collect/record.py",
-                    "--town",
-                    town,
-                    "--episodes",
-                    str(s.episodes),
-                    "--frames",
-                    str(s.frames),
-                    "--every",
-                    str(s.every),
-                    "--weather",
-                    "cycle",
-                    "--seed",
-                    str(100 + i),
-                    "--split",
-                    "train=0.85,val=0.15,test=0",
-                    "--out",
-                    str(out),
-                    "--no-progress",
-                ],
-                [out / "manifest.json"],
-            )
-        )
+        steps.append(Step(f"record {town}", py + [
+            "collect/record.py", "--town", town, "--episodes", str(s.episodes), "--frames", str(s.frames),
+            "--every", str(s.every), "--weather", "cycle", "--seed", str(100 + i),
+            "--split", "train=0.85,val=0.15,test=0", "--out", str(out), "--no-progress"], [out / "manifest.json"]))
     test = data / f"{s.test_town.lower()}_test"
-    steps.append(
-        Step(
-            f"record {s.test_town} (held out)",
-            py
-            + [
-                "collect/record.py",
-                "--town",
-                s.test_town,
-                "--episodes",
-                str(max(s.episodes // 2, 1)),
-                "--frames",
-                str(max(s.frames // 2, 12)),
-                "--every",
-                str(s.every),
-                "--weather",
-                "cycle",
-                "--seed",
-                "900",
-                "--split",
-                "train=0,val=0,test=1",
-                "--out",
-                str(test),
-                "--no-progress",
-            ],
-            [test / "manifest.json"],
-        )
-    )
+    steps.append(Step(f"record {s.test_town} (held out)", py + [
+        "collect/record.py", "--town", s.test_town, "--episodes", str(max(s.episodes // 2, 1)),
+        "--frames", str(max(s.frames // 2, 12)), "--every", str(s.every), "--weather", "cycle", "--seed", "900",
+        "--split", "train=0,val=0,test=1", "--out", str(test), "--no-progress"], [test / "manifest.json"]))
     runs = work / "runs" / "unet_float"
     float_ckpt = runs / "best.pth"
     data_args = [a for d in train_sets for a in ("--data", str(d))]
-    steps.append(
-        Step(
-            "train float U-Net",
-            py
-            + [
-                "train/train.py",
-                *data_args,
-                "--arch",
-                "unet",
-                "--arch-kwargs",
-                json.dumps({"base_width": s.base_width}),
-                "--epochs",
-                str(s.epochs),
-                "--threads",
-                str(s.threads),
-                "--seed",
-                "0",
-                "--out",
-                str(runs),
-                "--overwrite",
-                "--no-progress",
-            ],
-            [float_ckpt],
-            train_sets,
-        )
-    )
+    steps.append(Step("train float U-Net", py + [
+        "train/train.py", *data_args, "--arch", "unet", "--arch-kwargs", json.dumps({"base_width": s.base_width}),
+        "--epochs", str(s.epochs), "--threads", str(s.threads), "--seed", "0", "--out", str(runs),
+        "--overwrite", "--no-progress"], [float_ckpt], train_sets))
     models = work / "models"
     ptq, qat = models / "unet_ptq.pth", models / "unet_qat.pth"
-    steps.append(
-        Step(
-            "PTQ int8",
-            py
-            + [
-                "quant/ptq.py",
-                "--model",
-                str(float_ckpt),
-                *data_args,
-                "--calib-frames",
-                str(s.calib_frames),
-                "--threads",
-                str(s.threads),
-                "--out",
-                str(ptq),
-                "--overwrite",
-            ],
-            [ptq],
-            [float_ckpt],
-        )
-    )
-    steps.append(
-        Step(
-            "QAT int8",
-            py
-            + [
-                "quant/qat.py",
-                "--model",
-                str(float_ckpt),
-                *data_args,
-                "--epochs",
-                str(s.qat_epochs),
-                "--steps-per-epoch",
-                str(s.qat_steps),
-                "--threads",
-                str(s.threads),
-                "--run-dir",
-                str(work / "runs" / "unet_qat"),
-                "--out",
-                str(qat),
-                "--overwrite",
-                "--no-progress",
-            ],
-            [qat],
-            [float_ckpt],
-        )
-    )
+    steps.append(Step("PTQ int8", py + [
+        "quant/ptq.py", "--model", str(float_ckpt), *data_args, "--calib-frames", str(s.calib_frames),
+        "--threads", str(s.threads), "--out", str(ptq), "--overwrite"], [ptq], [float_ckpt]))
+    steps.append(Step("QAT int8", py + [
+        "quant/qat.py", "--model", str(float_ckpt), *data_args, "--epochs", str(s.qat_epochs),
+        "--steps-per-epoch", str(s.qat_steps),
+        "--threads", str(s.threads), "--run-dir", str(work / "runs" / "unet_qat"), "--out", str(qat), "--overwrite",
+        "--no-progress"], [qat], [float_ckpt]))
     flt = models / "unet_float.pth"
-    steps.append(
-        Step(
-            "copy float checkpoint",
-            py + ["-c", ("import shutil,sys; shutil.copyfile(sys.argv[1], sys.argv[2])"), str(float_ckpt), str(flt)],
-            [flt],
-            [float_ckpt],
-        )
-    )
+    steps.append(Step("copy float checkpoint", py + ["-c", (
+        "import shutil,sys; shutil.copyfile(sys.argv[1], sys.argv[2])"), str(float_ckpt), str(flt)],
+        [flt], [float_ckpt]))
     onnx = models / "unet_qat.onnx"
-    steps.append(
-        Step(
-            "ONNX export (QAT, QDQ)",
-            py + ["quant/export.py", "--model", str(qat), "--format", "onnx", "--out", str(onnx), "--overwrite"],
-            [onnx],
-            [qat],
-        )
-    )
+    steps.append(Step("ONNX export (QAT, QDQ)", py + [
+        "quant/export.py", "--model", str(qat), "--format", "onnx", "--out", str(onnx), "--overwrite"],
+        [onnx], [qat]))
     compare = work / "compare"
-    steps.append(
-        Step(
-            "compare float / PTQ / QAT",
-            py
-            + [
-                "quant/compare.py",
-                "--models",
-                str(flt),
-                str(ptq),
-                str(qat),
-                "--data",
-                str(test),
-                "--split",
-                "test",
-                "--runs",
-                str(s.compare_runs),
-                "--out",
-                str(compare),
-                "--overwrite",
-                "--no-progress",
-            ],
-            [compare.with_suffix(".md")],
-            [flt, ptq, qat],
-        )
-    )
+    steps.append(Step("compare float / PTQ / QAT", py + [
+        "quant/compare.py", "--models", str(flt), str(ptq), str(qat), "--data", str(test), "--split", "test",
+        "--runs", str(s.compare_runs), "--thread-counts", s.compare_threads, "--out", str(compare), "--overwrite",
+        "--no-progress"],
+        [compare.with_suffix(".md")], [flt, ptq, qat]))
     loop = work / "results" / "loop"
-    steps.append(
-        Step(
-            f"run_sim.py on {s.scenario}",
-            py
-            + [
-                "run_sim.py",
-                "--model",
-                str(flt),
-                "--model",
-                str(ptq),
-                "--model",
-                str(qat),
-                "--scenario",
-                s.scenario,
-                "--frames",
-                str(s.loop_frames),
-                "--threads",
-                str(s.threads),
-                "--out",
-                str(loop),
-                "--overwrite",
-                "--no-progress",
-            ],
-            [loop / "summary.json"],
-            [flt, ptq, qat],
-        )
-    )
+    steps.append(Step(f"run_sim.py on {s.scenario}", py + [
+        "run_sim.py", "--model", str(flt), "--model", str(ptq), "--model", str(qat), "--scenario", s.scenario,
+        "--frames", str(s.loop_frames), "--threads", str(s.threads), "--out", str(loop), "--overwrite",
+        "--no-progress"], [loop / "summary.json"], [flt, ptq, qat]))
     return steps
 
 
@@ -330,10 +146,8 @@ def run(steps: list[Step], work: Path, force: bool) -> None:
         t0 = time.perf_counter()
         proc = subprocess.run(step.argv, cwd=ROOT)
         if proc.returncode != 0:
-            raise SystemExit(
-                f"error: step '{step.name}' failed with exit code {proc.returncode} "
-                f"(fix it and rerun: finished steps are kept)"
-            )
+            raise SystemExit(f"error: step '{step.name}' failed with exit code {proc.returncode} "
+                             f"(fix it and rerun: finished steps are kept)")
         missing = [str(o) for o in step.outputs if not o.exists()]
         if missing:
             raise SystemExit(f"error: step '{step.name}' did not write {', '.join(missing)} (a bug: report it)")
@@ -354,9 +168,8 @@ def install(work: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny setting (a few minutes; the CI smoke test)")
     ap.add_argument("--work", help="working folder (default build/pipeline or build/pipeline-quick)")
     ap.add_argument("--force", action="store_true", help="rerun every step even when up to date")
