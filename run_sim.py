@@ -105,12 +105,11 @@ def load_models(
 
     paths = [resolve_model(s) for s in specs]
     names = unique_names(paths)
-    slots = []
+    loaded = []
     for name, path in zip(names, paths, strict=True):
         kw = {} if compile or runtime != "torch" else {"compile": False}
         predictor = load_predictor(path, runtime=runtime, threads=threads, **kw)
-        meta = predictor.meta
-        task = meta.task
+        task = predictor.meta.task
         if task["kind"] == "binary" and list(task["tags"]) != [ROADLINE_TAG]:
             raise CheckpointError(
                 f"{path} predicts tags {task['tags']}, not lane markings (RoadLine, {ROADLINE_TAG}) "
@@ -124,6 +123,13 @@ def load_models(
                 name, h, w, camera_hw[0], camera_hw[1],
             )  # fmt: skip
         predictor.name = name
+        loaded.append((name, path, predictor))
+    # Warm up (compile) only once every model is loaded: loading a QAT checkpoint re-runs
+    # prepare_qat_pt2e, which resets torch.compile's caches, so a model compiled before it
+    # would compile again on the loop's first frame (a 10-20 s stall, measured).
+    slots = []
+    for name, path, predictor in loaded:
+        meta = predictor.meta
         if announce:
             print(f"warming up {name} ({getattr(predictor, 'description', predictor.scheme)}) ...", file=sys.stderr)
         t0 = time.perf_counter()

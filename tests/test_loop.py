@@ -346,3 +346,25 @@ def test_scenario_overrides() -> None:
     base = replace(load_scenario("town03_clear"), frames=9, metres=None)
     args = run_sim.build_parser().parse_args(["--frames", "9"])
     assert run_sim.build_scenario(args) == base
+
+
+def test_models_are_all_loaded_before_any_is_compiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a QAT checkpoint resets torch.compile's caches, so warming up model 1 before
+    loading model 2 would make model 1 compile again on the loop's first frame."""
+    import perception.predictor as predictor_mod
+
+    events: list[str] = []
+    real = predictor_mod.load_predictor
+
+    def spy(path, **kw):
+        pred = real(path, **kw)
+        events.append(f"load {Path(path).stem}")
+        warm = pred.warmup
+        pred.warmup = lambda *a, **k: (events.append(f"warm {Path(path).stem}"), warm(*a, **k))[1]
+        return pred
+
+    monkeypatch.setattr(predictor_mod, "load_predictor", spy)
+    paths = [str(_tiny_checkpoint(tmp_path / f"m{i}.pth", i)) for i in range(3)]
+    slots = run_sim.load_models(paths, (160, 320), threads=1, compile=False)
+    assert [s.name for s in slots] == ["m0", "m1", "m2"]
+    assert events == ["load m0", "load m1", "load m2", "warm m0", "warm m1", "warm m2"]
