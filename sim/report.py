@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.runlog import recover
 from sim.view import overlay_rgb  # pygame is imported lazily there: this stays headless
 
 SCHEME_COLOURS = {"float": "#1f77b4", "ptq": "#ff7f0e", "qat": "#2ca02c"}
@@ -88,6 +89,12 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], Any, list[dict[str, A
         raise ReportError(f"run folder not found: {run_dir} (give results/<run>)")
     summary_path = run_dir / "summary.json"
     frames_path = run_dir / "frames.parquet"
+    recovered = recover(frames_path) if not frames_path.is_file() else None
+    if recovered is not None and not summary_path.is_file():
+        raise ReportError(
+            f"{run_dir}: the run was killed before it ended (no summary.json); {recovered} frame rows were "
+            f"recovered into {frames_path} (read them with pandas, or rerun run_sim.py for a report)"
+        )
     if not summary_path.is_file() or not frames_path.is_file():
         raise ReportError(f"{run_dir} has no summary.json / frames.parquet (is it a run_sim.py output folder?)")
     try:

@@ -1,14 +1,17 @@
 """frames.parquet: one row per frame per model, written as the run goes.
 
-Rows are buffered and written as a Parquet row group at least every `flush_every_s`
-seconds, so an interrupted run loses at most that much; `close` (called on every exit
-path by the loop, Ctrl-C included) writes the footer that makes the file readable.
-A process killed with SIGKILL never writes the footer: that file is not readable.
+Rows are buffered and appended at least every `flush_every_s` seconds to a journal next to
+the Parquet file (``frames.parquet.partial``, an Arrow IPC stream: every flushed batch stays
+readable even if the process dies mid-write, which a Parquet file without its footer is
+not). `close` (called on every exit path by the loop, Ctrl-C included) turns the journal
+into ``frames.parquet``; after a crash or SIGKILL, `recover` (run by ``python -m sim.report``)
+does the same with every complete batch, so a crash loses at most `flush_every_s` of rows.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -50,14 +53,51 @@ FRAME_SCHEMA = pa.schema(
 COLUMNS: tuple[str, ...] = tuple(FRAME_SCHEMA.names)
 
 
+def journal_path(path: str | Path) -> Path:
+    """Where the rows of `path` (frames.parquet) live while the run goes."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def recover(path: str | Path) -> int | None:
+    """Turn the journal of a run that died into `path`; the number of rows recovered, or
+    None when there is no journal. The last batch is dropped if it was cut short."""
+    path = Path(path)
+    journal = journal_path(path)
+    if not journal.is_file():
+        return None
+    batches = []
+    try:
+        with pa.OSFile(str(journal), "rb") as f:
+            reader = pa.ipc.open_stream(f)
+            while True:
+                try:
+                    batches.append(reader.read_next_batch())
+                except StopIteration:
+                    break
+    except (pa.ArrowInvalid, OSError):
+        pass  # a batch cut short by the crash: keep the complete ones
+    _write_parquet(path, pa.Table.from_batches(batches, schema=FRAME_SCHEMA))
+    journal.unlink()
+    return sum(b.num_rows for b in batches)
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="snappy")
+    os.replace(tmp, path)  # readers never see half a file
+
+
 class FrameLog:
-    """Append-only Parquet writer of frame rows with time-based row-group flushes."""
+    """Append-only log of frame rows: time-based flushes to a crash-safe journal, Parquet at close."""
 
     def __init__(self, path: str | Path, flush_every_s: float = 1.0) -> None:
         self.path = Path(path)
+        self.journal = journal_path(self.path)
         self.flush_every_s = float(flush_every_s)
         self._buf: dict[str, list[Any]] = {c: [] for c in COLUMNS}
-        self._writer: pq.ParquetWriter | None = None  # opened by the first flush
+        self._sink: pa.OSFile | None = None  # opened by the first flush
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._closed = False
         self._last_flush = time.perf_counter()
         self.rows = 0
@@ -72,33 +112,41 @@ class FrameLog:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered rows as one row group (no-op when empty)."""
+        """Append the buffered rows to the journal as one batch (no-op when empty)."""
         self._last_flush = time.perf_counter()
         if self._closed or not self._buf["frame"]:
             return
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, FRAME_SCHEMA, compression="snappy")
+            self._sink = pa.OSFile(str(self.journal), "wb")
+            self._writer = pa.ipc.new_stream(self._sink, FRAME_SCHEMA)
         arrays = [pa.array(_nan_to_none(self._buf[f.name], f.type), type=f.type) for f in FRAME_SCHEMA]
-        self._writer.write_table(pa.Table.from_arrays(arrays, schema=FRAME_SCHEMA))
+        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=FRAME_SCHEMA))
+        self._sink.flush()  # in the OS's hands: survives the death of this process
         self.row_groups += 1
         for c in COLUMNS:
             self._buf[c].clear()
 
     def close(self, discard: bool = False) -> None:
-        """Flush and write the footer (a run without rows still gets a valid, empty file);
-        with `discard` and no row written yet, leave no file at all. Safe to call twice."""
+        """Flush and write frames.parquet from the journal (a run without rows still gets a
+        valid, empty file); with `discard` and no row written yet, leave no file at all.
+        Safe to call twice."""
         if self._closed:
             return
         try:
             if not (discard and self._writer is None):
                 self.flush()
-                if self._writer is None:
-                    self._writer = pq.ParquetWriter(self.path, FRAME_SCHEMA, compression="snappy")
         finally:
             self._closed = True
             if self._writer is not None:
                 self._writer.close()
-                self._writer = None
+                self._sink.close()
+                self._writer = self._sink = None
+        if discard and not self.journal.exists():
+            return
+        if self.journal.exists():
+            recover(self.path)
+        else:
+            _write_parquet(self.path, FRAME_SCHEMA.empty_table())
 
     def __enter__(self) -> FrameLog:
         return self
@@ -114,4 +162,4 @@ def _nan_to_none(values: list[Any], typ: pa.DataType) -> list[Any]:
     return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
 
 
-__all__ = ["COLUMNS", "FRAME_SCHEMA", "FrameLog"]
+__all__ = ["COLUMNS", "FRAME_SCHEMA", "FrameLog", "journal_path", "recover"]

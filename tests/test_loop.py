@@ -29,7 +29,7 @@ from sim.backend import make_backend
 from sim.control import GroundProjector
 from sim.loop import LoopConfig, LoopError, ModelSlot, ViewFrame, ViewModel, prepare_out, run_loop
 from sim.oracle import GroundTruthMaskPredictor, truth_backend
-from sim.runlog import COLUMNS
+from sim.runlog import COLUMNS, FRAME_SCHEMA, FrameLog, journal_path, recover
 from sim.tags import ROAD_LINE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,31 +145,68 @@ def test_outputs_not_overwritten(autopilot_run: Path, tiny: tuple[Path, Path], c
 # ----------------------------------------------------------------------------- Ctrl-C
 
 
-def test_sigint_leaves_valid_parquet_and_summary(tiny: tuple[Path, Path], tmp_path: Path) -> None:
-    out = tmp_path / "killed"
+def _start_and_signal(tiny: tuple[Path, Path], out: Path, sig: int) -> tuple[subprocess.Popen, str, str]:
+    """Start a long run_sim.py, wait until its first rows are flushed, run 1.5 s more, send `sig`."""
     cmd = [sys.executable, "run_sim.py", "--model", str(tiny[0]), "--frames", "100000", "--out", str(out), *FAST]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
-        while not (out / "frames.parquet").exists():  # the first row group is flushed a second into the run
+        while not journal_path(out / "frames.parquet").exists():  # the first rows are flushed a second in
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the run did not start"
             time.sleep(0.2)
         time.sleep(1.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+    return proc, stdout, stderr
+
+
+def test_sigint_leaves_valid_parquet_and_summary(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    proc, stdout, stderr = _start_and_signal(tiny, out, signal.SIGINT)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     table = pq.read_table(out / "frames.parquet")
+    assert not journal_path(out / "frames.parquet").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] and summary["end"] == "interrupted"
     assert table.num_rows == summary["rows"] == summary["models"][0]["frames"] > 5
     assert table.column("frame").to_pylist() == list(range(table.num_rows))
     assert summary["models"][0]["episode"]["end_reason"] == "interrupted"
     assert "tiny_a" in stdout  # the per-model table is still printed
+
+
+def test_sigkill_loses_at_most_the_last_second_of_frames(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "crashed"
+    proc, _, _ = _start_and_signal(tiny, out, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "frames.parquet").exists() and not (out / "summary.json").exists()
+    # The report recovers the flushed frames, then says what is missing.
+    rc = subprocess.run([sys.executable, "-m", "sim.report", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert rc.returncode == 1 and "killed" in rc.stderr and "recovered" in rc.stderr
+    table = pq.read_table(out / "frames.parquet")
+    assert table.num_rows > 5 and table.column("frame").to_pylist() == list(range(table.num_rows))
+    assert table.schema.names == list(COLUMNS) and not journal_path(out / "frames.parquet").exists()
+
+
+def test_recover_keeps_complete_batches_of_a_torn_journal(tmp_path: Path) -> None:
+    path = tmp_path / "frames.parquet"
+    log = FrameLog(path, flush_every_s=1e9)
+    zero = {"string": "x", "int64": 0, "double": 0.0, "bool": False}
+    row = {f.name: zero[str(f.type)] for f in FRAME_SCHEMA}
+    for batch in range(3):
+        for i in range(4):
+            log.append(row | {"frame": batch * 4 + i})
+        log.flush()
+    log._sink.close()  # the process "dies": no close(), then the last write is torn
+    journal = journal_path(path)
+    journal.write_bytes(journal.read_bytes()[:-100])
+    assert recover(path) == 8
+    assert pq.read_table(path).column("frame").to_pylist() == list(range(8))
+    assert recover(path) is None  # nothing left to recover
 
 
 # ----------------------------------------------------------------------------- real-time budget
