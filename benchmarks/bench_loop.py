@@ -132,31 +132,54 @@ def lanekeeping(
                 t0 = time.perf_counter()
                 result = run_loop(cfg, slots, BinaryConfusion, backend_factory=factory)
                 took = time.perf_counter() - t0
-                for m in result.summary["models"]:
-                    lk = m.get("lane_keeping") or {}
-                    rows.append(
-                        {
-                            "scenario": name,
-                            "model": m["name"],
-                            "scheme": m["scheme"],
-                            "realtime": rt,
-                            "junctions": policy,
-                            "km": lk.get("distance_m", 0.0) / 1000.0,
-                            "departures": lk.get("lane_departures"),
-                            "departures_per_km": lk.get("departures_per_km"),
-                            "mean_abs_offset_m": lk.get("mean_abs_offset_m"),
-                            "max_abs_offset_m": lk.get("max_abs_offset_m"),
-                            "collisions": lk.get("collisions"),
-                            "end": m["episode"]["end_reason"],
-                            "mean_iou": m.get("mean_iou"),
-                            "p50_ms": m["latency_ms"]["p50"],
-                            "deadline_misses": m.get("deadline_misses"),
-                            "frames": m.get("frames"),
-                            "run": str(out),
-                            "wall_s": took,
-                        }
-                    )
+                rows.extend(summary_rows(result.summary, out, took))
                 print(f"  {name} junctions={policy} realtime={rt}: {took:.0f} s", file=sys.stderr)
+    return rows
+
+
+def summary_rows(summary: dict[str, Any], run: Path, wall_s: float | None = None) -> list[dict[str, Any]]:
+    """One lane-keeping table row per model of a `--drive model` run's summary."""
+    rows = []
+    for m in summary["models"]:
+        lk = m.get("lane_keeping") or {}
+        rows.append(
+            {
+                "scenario": summary["scenario"],
+                "model": m["name"],
+                "scheme": m["scheme"],
+                "realtime": bool(summary["realtime"]),
+                "junctions": summary["junctions"],
+                "km": lk.get("distance_m", 0.0) / 1000.0,
+                "departures": lk.get("lane_departures"),
+                "departures_per_km": lk.get("departures_per_km"),
+                "mean_abs_offset_m": lk.get("mean_abs_offset_m"),
+                "max_abs_offset_m": lk.get("max_abs_offset_m"),
+                "collisions": lk.get("collisions"),
+                "end": m["episode"]["end_reason"],
+                "mean_iou": m.get("mean_iou"),
+                "p50_ms": m["latency_ms"]["p50"],
+                "deadline_misses": m.get("deadline_misses"),
+                "frames": m.get("frames"),
+                "threads": summary.get("threads"),
+                "run": str(run),
+                "wall_s": wall_s,
+            }
+        )
+    return rows
+
+
+def table_from_runs(roots: list[Path]) -> list[dict[str, Any]]:
+    """Lane-keeping rows of every finished `--drive model` run under `roots`, in a stable order."""
+    rows = []
+    for root in roots:
+        for path in sorted(root.rglob("summary.json")):
+            summary = json.loads(path.read_text())
+            if summary.get("drive") == "model" and not summary.get("interrupted"):
+                rows.extend(summary_rows(summary, path.parent))
+    order = {name: i for i, name in enumerate(SCENARIOS)}
+    schemes = {"float": 0, "ptq": 1, "qat": 2}
+    rows.sort(key=lambda r: (r["realtime"], order.get(r["scenario"], 99), r["scenario"], r["junctions"],
+                             schemes.get(r["scheme"], 9), r["model"]))  # fmt: skip
     return rows
 
 
@@ -190,7 +213,7 @@ def overhead_md(row: dict[str, Any]) -> str:
 
 def lanekeeping_md(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| scenario | model | scheme | junctions | realtime | km | dep/km | mean |off| m | max |off| m | collisions "
+        "| scenario | model | scheme | junctions | realtime | km | dep/km | mean abs offset m | max abs offset m | collisions "
         "| end | mIoU | p50 ms | misses |"
     )
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
@@ -221,11 +244,13 @@ def main(argv: list[str] | None = None) -> int:
             "examples:\n"
             "  python benchmarks/bench_loop.py overhead --model models/unet_qat.pth --frames 600\n"
             "  python benchmarks/bench_loop.py lanekeeping --km 2 --realtime both --junctions hold,autopilot\n"
-            "  python benchmarks/bench_loop.py all --md results/bench_loop.md"
+            "  python benchmarks/bench_loop.py all --md results/bench_loop.md\n"
+            "  python benchmarks/bench_loop.py table results/bench_loop results/lk_more   # table of finished runs"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("what", choices=("overhead", "lanekeeping", "all"))
+    p.add_argument("what", choices=("overhead", "lanekeeping", "all", "table"))
+    p.add_argument("runs", nargs="*", help="table: folders holding finished lanekeeping runs (searched recursively)")
     p.add_argument("--model", action="append", help="checkpoint(s) (default: models/unet_{float,ptq,qat}.pth found)")
     p.add_argument("--frames", type=int, default=600, help="overhead: frames (default 600)")
     p.add_argument("--scenario", action="append", help=f"lanekeeping: scenario(s) (default: {', '.join(SCENARIOS)})")
@@ -242,6 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "results" / "bench_loop"), help="run folders go here")
     p.add_argument("--md", help="also write the Markdown here")
     args = p.parse_args(argv)
+    if args.what == "table":
+        rows = table_from_runs([Path(r) for r in args.runs or [args.out]])
+        if not rows:
+            raise SystemExit("error: no finished --drive model runs found (give the folders of bench_loop lanekeeping)")
+        text = lanekeeping_md(rows)
+        print(text)
+        if args.md:
+            Path(args.md).write_text(text + "\n")
+        return 0
     models = args.model or ([] if args.oracle and args.what == "lanekeeping" else _default_models())
     out = Path(args.out)
     parts = [f"Machine: {machine()}."]
