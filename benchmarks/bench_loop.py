@@ -213,7 +213,8 @@ def overhead_md(row: dict[str, Any]) -> str:
 
 def lanekeeping_md(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| scenario | model | scheme | junctions | realtime | km | dep/km | mean abs offset m | max abs offset m | collisions "
+        "| scenario | model | scheme | junctions | realtime | km | dep/km | mean abs offset m "
+        "| max abs offset m | collisions "
         "| end | mIoU | p50 ms | misses |"
     )
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
