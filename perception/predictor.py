@@ -198,6 +198,13 @@ class Predictor:
         t3 = time.perf_counter_ns()
         return mask, Timing((t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6)
 
+    def run_normalised(self, x: np.ndarray) -> np.ndarray:
+        """The runtime alone on an already normalised 1x3xhxw float32 batch -> 1xCxhxw logits
+        (for datasets that normalise frames themselves, as train/evaluate.py's do)."""
+        if not self._warm:
+            self.warmup()
+        return self._run(np.ascontiguousarray(x, np.float32))
+
     def logits(self, rgb: np.ndarray) -> np.ndarray:
         """Raw 1xCxhxw float32 logits at the model's input size (for agreement checks)."""
         if not self._warm:

@@ -340,3 +340,15 @@ def test_evaluate_matches_perception_metrics(run3: Path, data: Path, tmp_path: P
     saved = json.loads(out_json.read_text())
     assert saved["tp"] == expected["tp"] and saved["frames"] == len(ds)
     assert evaluate_main(argv) == 1  # the JSON exists: not overwritten without --overwrite
+
+
+def test_evaluate_onnx_runtime_agrees_with_torch(run3: Path, data: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    ckpt = run3 / "best.pth"
+    torch_result = evaluate_checkpoint(ckpt, [str(data)], "test", batch_size=3)
+    onnx_result = evaluate_checkpoint(ckpt, [str(data)], "test", batch_size=3, runtime="onnx")
+    assert onnx_result["runtime"] == "onnx" and onnx_result["frames"] == torch_result["frames"]
+    total = torch_result["tp"] + torch_result["fp"] + torch_result["fn"] + torch_result["tn"]
+    flipped = sum(abs(onnx_result[k] - torch_result[k]) for k in ("tp", "fp", "fn", "tn")) / 2
+    assert flipped / total < 1e-3  # the same model in another runtime: a few edge pixels at most
+    assert abs(onnx_result["iou"] - torch_result["iou"]) < 0.005

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from collect.dataset import IGNORE_INDEX, LaneDataset
 from collect.format import DatasetError, atomic_write_bytes, encode_label_png, encode_rgb_png
@@ -49,7 +50,7 @@ Predict = Callable[[torch.Tensor], torch.Tensor]
 #: (dataset indices of the batch, images, targets, predictions) -> None; e.g. writes PNGs.
 OnBatch = Callable[[range, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
-RUNTIMES = ("torch",)
+RUNTIMES = ("torch", "onnx")
 
 
 def predictions(logits: torch.Tensor) -> torch.Tensor:
@@ -113,6 +114,17 @@ def load_predict(path: str | Path, runtime: str = "torch") -> tuple[Predict, Che
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r} (choose one of: {', '.join(RUNTIMES)})")
+    if runtime == "onnx":
+        from perception.predictor import load_predictor
+
+        # An .onnx file from quant/export.py (float or int8 QDQ), or a float .pth exported on the fly.
+        pred = load_predictor(path, runtime="onnx", threads=torch.get_num_threads())
+
+        def run_onnx(images: torch.Tensor) -> torch.Tensor:
+            logits = [pred.run_normalised(images[i : i + 1].numpy()) for i in range(len(images))]
+            return torch.from_numpy(np.concatenate(logits))
+
+        return run_onnx, pred.meta
     _, meta = load_checkpoint(path)
     if meta.quant["scheme"] != "float":
         from perception import quantized
@@ -183,13 +195,15 @@ def evaluate_checkpoint(
     batch_size: int = 8,
     runtime: str = "torch",
     save_predictions: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on a dataset split (see the module doc for their rules)."""
     predict, meta = load_predict(model_path, runtime)
     dataset = dataset_for(meta, roots, split)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     on_batch = prediction_writer(dataset, Path(save_predictions)) if save_predictions else None
-    result = score(predict, loader, meta.task["kind"], meta.num_classes, on_batch=on_batch)
+    batches = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False)
+    result = score(predict, batches, meta.task["kind"], meta.num_classes, on_batch=on_batch)
     result.pop("loss")
     result.update(model=str(model_path), data=[str(r) for r in roots], split=split, runtime=runtime)
     result["task"] = meta.task
@@ -228,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="checkpoint (.pth)")
+    p.add_argument("--model", required=True, help="checkpoint (.pth); with --runtime onnx also an .onnx file")
     p.add_argument("--data", action="append", required=True, help="dataset folder (repeat to merge several)")
     p.add_argument("--split", default="test", help="train, val, test or all (default test)")
     p.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default 8)")
@@ -237,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-predictions", metavar="DIR", help="write predicted label and overlay PNGs here")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="tracebacks on errors")
     return p
 
@@ -251,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.json and Path(args.json).exists() and not args.overwrite:
             raise FileExistsError(f"{args.json} exists (pass --overwrite to replace it)")
         result = evaluate_checkpoint(
-            args.model, args.data, args.split, args.batch_size, args.runtime, args.save_predictions
-        )
+            args.model, args.data, args.split, args.batch_size, args.runtime, args.save_predictions,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )  # fmt: skip
     except (CheckpointError, DatasetError, ValueError, OSError) as e:
         if args.debug:
             raise
