@@ -102,6 +102,7 @@ class FrameLog:
         self._last_flush = time.perf_counter()
         self.rows = 0
         self.row_groups = 0
+        _warm_up()
 
     def append(self, row: dict[str, Any]) -> None:
         """Add one row (every column of FRAME_SCHEMA; None/NaN for unknown values)."""
@@ -153,6 +154,15 @@ class FrameLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _warm_up() -> None:
+    """Write one row into memory: pyarrow initialises its array and IPC machinery on first use
+    (0.3-4 s measured), which would otherwise land in the first flush, inside the timed loop."""
+    zero = {"string": "", "int64": 0, "double": 0.0, "bool": False}
+    arrays = [pa.array([zero[str(f.type)]], type=f.type) for f in FRAME_SCHEMA]
+    with pa.ipc.new_stream(pa.BufferOutputStream(), FRAME_SCHEMA) as writer:
+        writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=FRAME_SCHEMA))
 
 
 def _nan_to_none(values: list[Any], typ: pa.DataType) -> list[Any]:
