@@ -272,9 +272,14 @@ def _main(args: argparse.Namespace) -> int:
         f"max |logit diff| {check.max_abs_diff:.2e} (logits up to {check.max_logit:.1f}), mask IoU {check.mask_iou:.4f}"
     )
     if check.mask_iou < args.min_mask_iou:
+        hint = (
+            "check the calibration data"
+            if args.data
+            else "it was checked on noise: pass --data DIR to check it on recorded frames"
+        )
         raise QuantError(
             f"ONNX Runtime masks agree with torch only at IoU {check.mask_iou:.4f} < {args.min_mask_iou} "
-            f"({path} kept for inspection; check the calibration data)"
+            f"({path} kept for inspection; {hint})"
         )
     return 0
 
