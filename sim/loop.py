@@ -69,7 +69,7 @@ log = logging.getLogger("sim.loop")
 DRIVES = ("autopilot", "model")
 JUNCTION_POLICIES = ("hold", "autopilot")
 #: Files a run writes into its folder (what --overwrite may replace).
-OUTPUTS = ("frames.parquet", "summary.json", "report.html", "strip", "screenshots")
+OUTPUTS = ("frames.parquet", "frames.parquet.partial", "summary.json", "report.html", "strip", "screenshots")
 ROAD_TAGS = (tags.ROAD, tags.ROAD_LINE)
 
 

@@ -192,6 +192,16 @@ def test_sigkill_loses_at_most_the_last_second_of_frames(tiny: tuple[Path, Path]
     assert table.schema.names == list(COLUMNS) and not journal_path(out / "frames.parquet").exists()
 
 
+def test_a_killed_runs_journal_is_not_overwritten(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "crashed"
+    out.mkdir()
+    journal_path(out / "frames.parquet").write_bytes(b"rows of a killed run")
+    with pytest.raises(LoopError, match="already holds a run"):
+        prepare_out(out, overwrite=False)
+    prepare_out(out, overwrite=True)
+    assert not journal_path(out / "frames.parquet").exists()
+
+
 def test_recover_keeps_complete_batches_of_a_torn_journal(tmp_path: Path) -> None:
     path = tmp_path / "frames.parquet"
     log = FrameLog(path, flush_every_s=1e9)
