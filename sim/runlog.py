@@ -101,7 +101,7 @@ class FrameLog:
         self._closed = False
         self._last_flush = time.perf_counter()
         self.rows = 0
-        self.row_groups = 0
+        self.batches = 0  # flushed to the journal
         _warm_up()
 
     def append(self, row: dict[str, Any]) -> None:
@@ -123,7 +123,7 @@ class FrameLog:
         arrays = [pa.array(_nan_to_none(self._buf[f.name], f.type), type=f.type) for f in FRAME_SCHEMA]
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=FRAME_SCHEMA))
         self._sink.flush()  # in the OS's hands: survives the death of this process
-        self.row_groups += 1
+        self.batches += 1
         for c in COLUMNS:
             self._buf[c].clear()
 
