@@ -11,7 +11,10 @@ clipping, straight-through gradients); widths in ``--int8-widths`` also get stat
 PTQ (W8A8, PT2E, the deployable path of quant/ptq.py). Every model is scored on the test
 split with the one IoU (`perception.metrics`). Size is the storage the weights need: conv
 weights at their bit-width plus a float32 scale and bias per channel (BN folded); the int8
-row also lists its real checkpoint size. Everything runs at ``--size`` (default 80x160,
+row also lists its real checkpoint size. Widths in ``--control-widths`` also get a float
+control: the float model trained for the same ``--qat-steps`` extra batches (the 4-bit row's
+batches, same LR) without any quantization, which separates what QAT's extra training gives
+from what low-bit weights cost. Everything runs at ``--size`` (default 80x160,
 half the camera) to fit a CPU budget, so IoUs are lower than the full-size models': compare
 rows with each other, not with the shipped checkpoints.
 
@@ -68,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-frames", type=int, default=80)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--control-widths", default="16,32,64", help="widths that get the float control row")
+    parser.add_argument("--cache", default="build/lowbit", help="trained float models are kept here (reused)")
     parser.add_argument("--out", default="docs/lowbit")
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming OUT.json")
     args = parser.parse_args(argv)
@@ -91,11 +96,18 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     test_loader = lane_loader(args.test, "test", size, 8, False, limit=args.test_frames)
+
+    def qat_loader(bits: int) -> Any:
+        """The fine-tuning batches of the `bits` row (the float control reuses the 4-bit row's)."""
+        gen = torch.Generator().manual_seed(args.seed + bits)
+        return lane_loader(args.train, "train", size, args.batch_size, True, gen, limit=args.train_frames)
     for width in [int(w) for w in args.widths.split(",")]:
         todo = [(width, "weight-only", b) for b in map(int, args.bits.split(","))]
         todo += [(width, "float", 32)]
         if str(width) in args.int8_widths.split(","):
             todo += [(width, "int8 W8A8", 8)]
+        if str(width) in args.control_widths.split(","):
+            todo += [(width, "float control", 32)]
         if all(t in done for t in todo):
             continue
         t0 = time.perf_counter()
@@ -105,9 +117,18 @@ def main(argv: list[str] | None = None) -> int:
             args.train, "train", size, args.batch_size, True, torch.Generator().manual_seed(args.seed),
             limit=args.train_frames,
         )  # fmt: skip
-        train_steps(model, model.parameters(), train_loader, args.float_steps, args.lr)
+        cached = Path(args.cache) / f"float_w{width}_{args.size}_{args.float_steps}steps_seed{args.seed}.pt"
+        if cached.exists():  # the float model is the expensive part: train it once per setting
+            model.load_state_dict(torch.load(cached, weights_only=True))
+        else:
+            train_steps(model, model.parameters(), train_loader, args.float_steps, args.lr)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), cached)
         model.eval()
         float_s = time.perf_counter() - t0
+        recorded = [r for r in results if (r["width"], r["kind"], r["bits"]) == (width, "float", 32)]
+        if recorded and abs(test_iou(model, test_loader) - recorded[0]["iou"]) > 1e-4:
+            print(f"warning: w{width} float retrained to a different IoU than recorded (not deterministic here)")
         if (width, "float", 32) not in done:
             n_params = sum(p.numel() for p in model.parameters())
             record({"width": width, "kind": "float", "bits": 32, "iou": test_iou(model, test_loader),
@@ -130,14 +151,17 @@ def main(argv: list[str] | None = None) -> int:
             q = apply_weight_fake_quant(copy.deepcopy(model).train(), bits)
             before = test_iou(q.eval(), test_loader)
             q.train()
-            loader = lane_loader(
-                args.train, "train", size, args.batch_size, True, torch.Generator().manual_seed(args.seed + bits),
-                limit=args.train_frames,
-            )  # fmt: skip
-            train_steps(q, q.parameters(), loader, args.qat_steps, args.qat_lr)
+            train_steps(q, q.parameters(), qat_loader(bits), args.qat_steps, args.qat_lr)
             q.eval()
             record({"width": width, "kind": kind, "bits": bits, "iou": test_iou(q, test_loader),
                     "iou_before_qat": before, "size_mb": packed_size_bytes(model, bits) / 1e6,
+                    "seconds": time.perf_counter() - t1})  # fmt: skip
+        if (width, "float control", 32) in todo and (width, "float control", 32) not in done:
+            t1 = time.perf_counter()
+            ctrl = copy.deepcopy(model).train()
+            train_steps(ctrl, ctrl.parameters(), qat_loader(4), args.qat_steps, args.qat_lr)
+            record({"width": width, "kind": "float control", "bits": 32, "iou": test_iou(ctrl.eval(), test_loader),
+                    "size_mb": packed_size_bytes(model, 32) / 1e6, "extra_steps": args.qat_steps,
                     "seconds": time.perf_counter() - t1})  # fmt: skip
     write_report(out, args, results)
     return 0
@@ -163,13 +187,13 @@ def write_report(out: Path, args: argparse.Namespace, results: list[dict[str, An
             )
         for r in rows:
             if r["width"] == width and r["kind"] != "weight-only":
-                marker = "s" if r["kind"] == "float" else "^"
+                marker = {"float": "s", "float control": "D"}.get(r["kind"], "^")
                 ax.scatter([r["size_mb"]], [r["iou"]], marker=marker, color=color, s=60, edgecolor="k")
                 ax.annotate(r["kind"], (r["size_mb"], r["iou"]), fontsize=7, xytext=(3, -9), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("weight storage [MB] (log)")
     ax.set_ylabel("test lane IoU")
-    ax.set_title(f"IoU vs size at {args.size} (squares float, triangles int8 W8A8)")
+    ax.set_title(f"IoU vs size at {args.size} (squares float, diamonds float +QAT steps, triangles int8)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -116,8 +116,9 @@ def plan(s: Setting, work: Path) -> list[Step]:
         [flt], [float_ckpt]))
     onnx = models / "unet_qat.onnx"
     steps.append(Step("ONNX export (QAT, QDQ)", py + [
-        "quant/export.py", "--model", str(qat), "--format", "onnx", "--out", str(onnx), "--overwrite"],
-        [onnx], [qat]))
+        "quant/export.py", "--model", str(qat), "--format", "onnx", "--out", str(onnx), "--data", str(test),
+        "--check-frames", "32", "--overwrite"],
+        [onnx], [qat, test / "manifest.json"]))
     compare = work / "compare"
     steps.append(Step("compare float / PTQ / QAT", py + [
         "quant/compare.py", "--models", str(flt), str(ptq), str(qat), "--data", str(test), "--split", "test",
