@@ -64,15 +64,20 @@ class Setting:
     threads: int
     compare_runs: int
     compare_threads: str  # thread counts timed by quant/compare.py
+    unseen_weathers: tuple[str, ...]  # one held-out test set per preset: the town and weathers training never saw
+    unseen_episodes: int
+    unseen_episode_frames: int
 
 
 FULL = Setting(("Town03", "Town05", "Town01"), "Town10HD", episodes=12, frames=480, every=5, epochs=2,
                qat_epochs=3, qat_steps=40, calib_frames=200, base_width=16, loop_frames=1200, scenario="town10_rain",
-               threads=2, compare_runs=50, compare_threads="2,1")
+               threads=2, compare_runs=50, compare_threads="2,1",
+               unseen_weathers=("WetNoon", "SoftRainSunset", "WetCloudyNight", "MidRainyNoon"), unseen_episodes=2,
+               unseen_episode_frames=40)
 QUICK = Setting(("Town01",), "Town02", episodes=3, frames=36, every=2, epochs=1, qat_epochs=1, qat_steps=2,
                 calib_frames=8,
                 base_width=4, loop_frames=20, scenario="town03_clear", threads=2, compare_runs=3,
-                compare_threads="1")
+                compare_threads="1", unseen_weathers=("WetNoon",), unseen_episodes=1, unseen_episode_frames=4)
 
 
 def plan(s: Setting, work: Path) -> list[Step]:
@@ -93,6 +98,14 @@ def plan(s: Setting, work: Path) -> list[Step]:
         "collect/record.py", "--town", s.test_town, "--episodes", str(max(s.episodes // 2, 1)),
         "--frames", str(max(s.frames // 2, 12)), "--every", str(s.every), "--weather", "cycle", "--seed", "900",
         "--split", "train=0,val=0,test=1", "--out", str(test), "--no-progress"], [test / "manifest.json"]))
+    unseen = []  # the models' test IoU (models/README.md) is scored on these
+    for i, weather in enumerate(s.unseen_weathers):
+        out = data / f"test_{s.test_town.lower()}_{weather.lower()}"
+        unseen.append(out)
+        steps.append(Step(f"record {s.test_town} in {weather} (held out)", py + [
+            "collect/record.py", "--town", s.test_town, "--episodes", str(s.unseen_episodes), "--episode-frames",
+            str(s.unseen_episode_frames), "--every", str(s.every), "--weather", weather, "--seed", str(901 + i),
+            "--split", "test=1", "--out", str(out), "--no-progress"], [out / "manifest.json"]))
     runs = work / "runs" / "unet_float"
     float_ckpt = runs / "best.pth"
     data_args = [a for d in train_sets for a in ("--data", str(d))]
@@ -125,6 +138,13 @@ def plan(s: Setting, work: Path) -> list[Step]:
         "--runs", str(s.compare_runs), "--thread-counts", s.compare_threads, "--out", str(compare), "--overwrite",
         "--no-progress"],
         [compare.with_suffix(".md")], [flt, ptq, qat]))
+    unseen_args = [a for d in unseen for a in ("--data", str(d))]
+    for model, runtime in ((flt, "torch"), (ptq, "torch"), (qat, "torch"), (onnx, "onnx")):
+        out = work / "eval" / f"{model.name.replace('.', '_')}.json"
+        steps.append(Step(f"evaluate {model.name} on the held-out weathers", py + [
+            "train/evaluate.py", "--model", str(model), "--runtime", runtime, *unseen_args, "--split", "test",
+            "--threads", str(s.threads), "--json", str(out), "--overwrite", "--no-progress"],
+            [out], [model] + [d / "manifest.json" for d in unseen]))
     loop = work / "results" / "loop"
     steps.append(Step(f"run_sim.py on {s.scenario}", py + [
         "run_sim.py", "--model", str(flt), "--model", str(ptq), "--model", str(qat), "--scenario", s.scenario,
@@ -155,6 +175,16 @@ def run(steps: list[Step], work: Path, force: bool) -> None:
         seconds = time.perf_counter() - t0
         stamp.write_text(json.dumps({"key": key, "seconds": round(seconds, 1), "argv": step.argv}, indent=1))
         print(f"    done in {seconds:.0f} s", flush=True)
+
+
+def summary(work: Path) -> str:
+    """Markdown table of the held-out test IoU of every evaluated model (work/eval/*.json)."""
+    lines = ["| model | runtime | test lane IoU | mean frame IoU | frames |", "|---|---|---:|---:|---:|"]
+    for f in sorted((work / "eval").glob("*.json")):
+        r = json.loads(f.read_text())
+        lines.append(f"| {Path(r['model']).name} | {r['runtime']} | {r['iou']:.4f} | {r['mean_frame_iou']:.4f} "
+                     f"| {r['frames']} |")
+    return "\n".join(lines) + "\n"
 
 
 def install(work: Path) -> None:
@@ -193,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted (rerun the same command to continue)", file=sys.stderr)
         return 130
+    table = summary(work)
+    (work / "summary.md").write_text(table)
+    print(table, end="")
     if args.install:
         install(work)
     print(f"pipeline finished: {work}")
