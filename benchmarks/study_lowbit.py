@@ -118,16 +118,18 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.train_frames,
         )  # fmt: skip
         cached = Path(args.cache) / f"float_w{width}_{args.size}_{args.float_steps}steps_seed{args.seed}.pt"
-        if cached.exists():  # the float model is the expensive part: train it once per setting
-            model.load_state_dict(torch.load(cached, weights_only=True))
-        else:
+        retrained = not cached.exists()
+        if retrained:  # the float model is the expensive part: train it once per setting
             train_steps(model, model.parameters(), train_loader, args.float_steps, args.lr)
             cached.parent.mkdir(parents=True, exist_ok=True)
             torch.save(model.state_dict(), cached)
+        else:
+            model.load_state_dict(torch.load(cached, weights_only=True))
         model.eval()
         float_s = time.perf_counter() - t0
         recorded = [r for r in results if (r["width"], r["kind"], r["bits"]) == (width, "float", 32)]
-        if recorded and abs(test_iou(model, test_loader) - recorded[0]["iou"]) > 1e-4:
+        if retrained and recorded and abs(test_iou(model, test_loader) - recorded[0]["iou"]) > 1e-4:
+            # rows resumed from OUT.json were made from the earlier float model, not from this one
             print(f"warning: w{width} float retrained to a different IoU than recorded (not deterministic here)")
         if (width, "float", 32) not in done:
             n_params = sum(p.numel() for p in model.parameters())
