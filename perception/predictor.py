@@ -286,7 +286,7 @@ def load_predictor(
     else:
         from perception import quantized
 
-        gm = quantized.load_quantized(path, input_size=size)
+        gm = quantized.load_for_inference(path, input_size=size)
         module = gm
         desc = f"int8 {scheme} (PT2E reference, not compiled)"
         if compile:

@@ -132,7 +132,7 @@ def load_predict(path: str | Path, runtime: str = "torch") -> tuple[Predict, Che
 
         # The int8 graph is exported for one frame at the checkpoint's input size: run the
         # batch frame by frame through the compiled int8 kernels.
-        graph = compile_frozen(quantized.load_quantized(path, input_size=tuple(meta.input_size)))
+        graph = compile_frozen(quantized.load_for_inference(path, input_size=tuple(meta.input_size)))
 
         def predict(images: torch.Tensor) -> torch.Tensor:
             return torch.cat([graph(images[i : i + 1].contiguous()) for i in range(len(images))])
