@@ -302,11 +302,15 @@ def plot(path: Path, rows: list[Row], threads: tuple[int, ...]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
+    by_latency = sorted(rows, key=lambda r: r.latency[str(threads[0])]["median"])
+    for i, r in enumerate(by_latency):
         x = r.latency[str(threads[0])]["median"]
         y = r.test.get("iou", float("nan"))
         ax.scatter([x], [y], s=30 + 20 * r.size_mb, alpha=0.7, color="tab:blue" if r.scheme == "float" else "tab:red")
-        ax.annotate(f"{r.label}\n{r.size_mb:.1f} MB", (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        # neighbours in latency often share an IoU (one model, two runtimes): alternate above / below
+        ax.annotate(f"{r.label}\n{r.size_mb:.1f} MB", (x, y), fontsize=7, xytext=(5, 6 if i % 2 == 0 else -22),
+                    textcoords="offset points")
+    ax.margins(x=0.15, y=0.2)
     ax.set_xlabel(f"median latency per frame [ms], {threads[0]} threads")
     ax.set_ylabel("test lane IoU")
     ax.set_title("accuracy vs latency (blue float, red int8; area ~ file size)")
