@@ -308,15 +308,21 @@ def export_onnx_bytes(model: torch.nn.Module, input_size: tuple[int, int]) -> by
 
 
 def ort_session(model: str | bytes, threads: int) -> Any:
-    """An ONNX Runtime CPU session with `threads` intra-op threads and full graph optimisation."""
+    """An ONNX Runtime CPU session with `threads` intra-op threads and full graph optimisation.
+
+    int8 weights are fed as this CPU needs them (`perception.ort_int8`: shifted to uint8
+    where the CPU has no VNNI, so ONNX Runtime's kernels do not saturate).
+    """
     import onnxruntime as ort
+
+    from perception.ort_int8 import prepare_for_ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(prepare_for_ort(model), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         where = model if isinstance(model, str) else "the exported model"
         raise CheckpointError(f"ONNX Runtime cannot load {where}: {str(exc)[:300]} (re-export it)") from None
@@ -352,7 +358,11 @@ def _load_onnx_predictor(path: Path, threads: int, input_size: tuple[int, int] |
     def run(x: np.ndarray) -> np.ndarray:
         return session.run(None, {name: x})[0]
 
-    kind = "int8 QDQ" if meta.quant["scheme"] != "float" else "float"
+    kind = "float"
+    if meta.quant["scheme"] != "float":
+        from perception.ort_int8 import weight_plan
+
+        kind = f"int8 QDQ ({weight_plan().weights} weights)"
     return Predictor(meta, path.stem, "onnx", run, size, threads, description=f"{kind} ONNX Runtime")
 
 

@@ -10,6 +10,10 @@
 The checkpoint's metadata is stored in the ONNX file (``metadata_props["laneloop.meta"]``)
 so `perception.predictor.load_predictor(path, runtime="onnx")` needs nothing else. Every
 export is run in ONNX Runtime and compared with the torch model it came from.
+
+int8 files keep int8 (s8) weights, the fast kind on VNNI CPUs; on CPUs without VNNI the
+predictor shifts them to uint8 at load, which is exact and avoids ONNX Runtime's saturating
+u8 x s8 kernels there (`perception.ort_int8`; the rule is recorded as ``quant.extra.ort_weights``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from collect.format import DatasetError
 from perception import quantized
 from perception.checkpoint import CheckpointMeta, build_from_checkpoint, load_checkpoint
 from perception.metrics import frame_scores
+from perception.ort_int8 import POLICY
 from perception.predictor import ONNX_META_KEY, ort_session
 from quant.common import (
     QuantError,
@@ -175,7 +180,10 @@ def export_onnx(
         proto = _onnx_proto(reference, size)
         out_meta = dataclasses.replace(
             meta,
-            quant={**meta.quant, "extra": {**meta.quant["extra"], "onnx": {"source": "pt2e", "parent": parent}}},
+            quant={
+                **meta.quant,
+                "extra": {**meta.quant["extra"], "onnx": {"source": "pt2e", "parent": parent}, "ort_weights": POLICY},
+            },
             command=command_line(),
         )
         _save(_with_meta(proto, out_meta), out)
@@ -188,16 +196,17 @@ def export_onnx(
         return out, out_meta, check_onnx(out, model, checks)
     if data is None:
         raise QuantError("--int8 needs --data DIR with recorded frames to calibrate on")
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     with tempfile.TemporaryDirectory(prefix="laneloop-onnx-") as tmp:
-        float_path = Path(tmp) / "float.onnx"
+        float_path, int8_path = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         _save(proto, float_path)
         reader = _Reader(proto.graph.input[0].name, _frames(meta, data, calib_frames, "train", seed))
         with quantized.quiet():
             quantize_static(
                 str(float_path),
-                str(out),
+                str(int8_path),
                 reader,
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
@@ -205,13 +214,13 @@ def export_onnx(
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
             )
-    import onnx
-
+        int8_proto = onnx.load(str(int8_path))
     extra = {
         "format": "onnx-qdq",
         "tool": "onnxruntime.quantization.quantize_static",
         "observer": "minmax",
         "per_channel": True,
+        "ort_weights": POLICY,
         "calibration": {**dataset_for(meta, data, "train").identity(), "frames": calib_frames},
         "parent": parent,
     }
@@ -221,7 +230,7 @@ def export_onnx(
         metrics={},
         command=command_line(),
     )
-    _save(_with_meta(onnx.load(str(out)), out_meta), out)
+    _save(_with_meta(int8_proto, out_meta), out)
     return out, out_meta, check_onnx(out, model, checks)
 
 

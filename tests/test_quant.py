@@ -261,16 +261,120 @@ def test_onnx_float_matches_torch(float_ckpt: Path, float_pred: Predictor, frame
         np.testing.assert_allclose(pred.logits(f), float_pred.logits(f), atol=1e-4, rtol=1e-4)
 
 
-def test_onnx_int8_agrees_with_float(
-    float_ckpt: Path, ptq_ckpt: Path, data: Path, float_pred: Predictor, frames: list[np.ndarray], tmp_path: Path
-) -> None:
-    ort_q, meta, _ = export_mod.export_onnx(float_ckpt, tmp_path / "q.onnx", int8=True, data=data, calib_frames=24)
+@pytest.fixture(scope="module")
+def onnx_int8(float_ckpt: Path, ptq_ckpt: Path, data: Path) -> dict[str, Path]:
+    """The two int8 ONNX files of quant/export.py: ORT static quantization and the PT2E graph."""
+    out = float_ckpt.parent / "onnx_int8"
+    ort_q, meta, _ = export_mod.export_onnx(float_ckpt, out / "q.onnx", int8=True, data=data, calib_frames=24)
     assert meta.quant["scheme"] == "ptq" and meta.quant["backend"] == "onnxruntime"
-    assert pooled_agreement(load_predictor(ort_q, runtime="onnx", threads=1), float_pred, frames) >= AGREE
-    pt2e, _, check = export_mod.export_onnx(ptq_ckpt, tmp_path / "pt2e.onnx", data=data)
+    pt2e, pt2e_meta, check = export_mod.export_onnx(ptq_ckpt, out / "pt2e.onnx", data=data)
     assert check.mask_iou >= AGREE  # ORT runs the PT2E int8 graph as torch does
-    assert pooled_agreement(load_predictor(pt2e, runtime="onnx", threads=1), float_pred, frames) >= AGREE
-    assert ort_q.stat().st_size * 2.5 < float_ckpt.stat().st_size  # tiny model: scales and graph weigh more
+    for m in (meta, pt2e_meta):  # the weight rule is in the file
+        assert "uint8" in m.quant["extra"]["ort_weights"] and "VNNI" in m.quant["extra"]["ort_weights"]
+    return {"ort": ort_q, "pt2e": pt2e}
+
+
+def test_onnx_int8_agrees_with_float(
+    onnx_int8: dict[str, Path], float_ckpt: Path, float_pred: Predictor, frames: list[np.ndarray]
+) -> None:
+    for path in onnx_int8.values():
+        assert pooled_agreement(load_predictor(path, runtime="onnx", threads=1), float_pred, frames) >= AGREE
+    assert onnx_int8["ort"].stat().st_size * 2.5 < float_ckpt.stat().st_size  # tiny model: scales and graph weigh more
+
+
+def _ort_logits(model: str | bytes, xs: np.ndarray, optimise: bool = True) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    if not optimise:  # no QLinearConv fusion: DequantizeLinear -> float Conv, the graph's plain meaning
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[None]})[0] for x in xs])
+
+
+def test_uint8_shifted_weights_are_the_same_model(
+    onnx_int8: dict[str, Path], float_pred: Predictor, frames: list[np.ndarray]
+) -> None:
+    """The shift of perception.ort_int8 changes the weights' type, not one dequantized value."""
+    import onnx
+
+    from perception.ort_int8 import WeightPlan, count_int8_weights, prepare_for_ort, shift_weights_to_uint8
+
+    xs = np.concatenate([float_pred.preprocess(f).copy() for f in frames])
+    for path in onnx_int8.values():
+        proto = onnx.load(str(path))
+        n = count_int8_weights(proto)
+        assert n == sum(node.op_type == "Conv" for node in proto.graph.node)  # every conv weight is int8
+        assert shift_weights_to_uint8(proto) == n and count_int8_weights(proto) == 0
+        shifted = proto.SerializeToString()
+        # unfused (float reference) execution: bit-identical, since every dequantized weight is
+        np.testing.assert_array_equal(_ort_logits(shifted, xs, False), _ort_logits(str(path), xs, False))
+        # fused u8 x u8 kernels agree with the reference meaning of the graph on any CPU
+        fused, reference = _ort_logits(shifted, xs) > 0, _ort_logits(str(path), xs, False) > 0
+        assert mask_iou(fused, reference) >= 0.999
+        assert prepare_for_ort(str(path), WeightPlan("s8", "test")) == str(path)  # VNNI: untouched, read by ORT
+        assert onnx.load_from_string(prepare_for_ort(str(path), WeightPlan("u8", "test"))).graph == proto.graph
+
+
+_EMULATED_CHECK = """
+import json, sys
+import numpy as np, onnxruntime as ort
+from perception.cpu import cpu_info
+from perception.ort_int8 import WeightPlan, prepare_for_ort, weight_plan
+inputs, out = sys.argv[1], sys.argv[2]
+xs = np.load(inputs)
+plan = weight_plan()
+res = {"cpu_class": cpu_info().cpu_class, "plan": plan.weights}
+opts = ort.SessionOptions(); opts.intra_op_num_threads = 1
+for key, path in zip(sys.argv[3::2], sys.argv[4::2]):
+    for label, p in (("auto", plan), ("s8", WeightPlan("s8", "control"))):
+        s = ort.InferenceSession(prepare_for_ort(path, p), opts, providers=["CPUExecutionProvider"])
+        n = s.get_inputs()[0].name
+        np.save(f"{out}/{key}_{label}.npy", np.concatenate([s.run(None, {n: x[None]})[0] for x in xs]))
+print(json.dumps(res))
+"""
+
+
+@pytest.mark.slow
+def test_onnx_int8_agrees_with_float_on_an_avx2_cpu_without_vnni(
+    onnx_int8: dict[str, Path], float_pred: Predictor, frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    """ONNX Runtime on an emulated AMD EPYC Milan (AVX2, no AVX-512, no VNNI; qemu-user):
+    the CPU class is detected from CPUID, the weights go in as uint8 and the masks agree with
+    float; the int8 weights as stored (the control) saturate there and drift."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None or os.uname().machine != "x86_64":
+        pytest.skip("qemu-x86_64 not installed (apt-get install qemu-user) or not an x86_64 host")
+    xs = np.concatenate([float_pred.preprocess(f).copy() for f in frames])
+    np.save(tmp_path / "x.npy", xs)
+    script = tmp_path / "check.py"
+    script.write_text(_EMULATED_CHECK)
+    args = [str(a) for kv in onnx_int8.items() for a in kv]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("LANELOOP_ORT_INT8_WEIGHTS", None)
+    proc = subprocess.run(
+        [qemu, "-cpu", "EPYC-Milan", sys.executable, str(script), str(tmp_path / "x.npy"), str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res == {"cpu_class": "avx2", "plan": "u8"}
+    want = np.concatenate([float_pred.run_normalised(x[None]) for x in xs])
+    for key in onnx_int8:
+        auto, stored = np.load(tmp_path / f"{key}_auto.npy"), np.load(tmp_path / f"{key}_s8.npy")
+        assert mask_iou(auto > 0, want > 0) >= AGREE
+        # the control shows the emulated CPU really runs the saturating kernels
+        assert np.abs(stored - want).max() > 2 * np.abs(auto - want).max()
 
 
 def test_onnx_runtime_exports_float_checkpoint_on_the_fly(float_ckpt: Path, frames: list[np.ndarray]) -> None:
