@@ -3,7 +3,7 @@
     python run_sim.py --model unet_qat.pth
 
 Thin on purpose: parses arguments, loads the predictors (perception) and the scenario, and
-hands them with the one IoU (`perception.metrics.BinaryConfusion`) to `sim.loop`, which
+hands them with the one IoU (`perception.metrics.BinaryConfusion`) to `harness.loop`, which
 knows nothing of perception. Outputs: results/<run>/frames.parquet, summary.json, a
 frame strip and report.html; the per-model table is printed at the end.
 """
@@ -99,9 +99,9 @@ def load_models(
     announce: bool = False,
 ) -> list[Any]:
     """Predictors for the model files, checked against the lane task, warmed up (compiled)."""
+    from harness.contracts import ModelSlot
     from perception.checkpoint import ROADLINE_TAG, CheckpointError
     from perception.predictor import load_predictor
-    from sim.loop import ModelSlot
 
     paths = [resolve_model(s) for s in specs]
     names = unique_names(paths)
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--scenario town10_rain --frames 1200\n"
             "  python run_sim.py --model unet_qat.pth --drive model --realtime --scenario highway_curves\n"
             "  python run_sim.py --model unet_qat.pth --view                 # pygame window\n"
-            "  python -m sim.report results/<run>                            # rebuild the report\n"
+            "  python -m harness.report results/<run>                            # rebuild the report\n"
             "\n"
             "Bare model names not found in the current folder are looked up in models/. A model trained at\n"
             "another input size than the camera's runs on resized frames (a warning says so); a model of\n"
@@ -261,10 +261,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _message(e: Exception) -> str:
+    from harness.contracts import LoopError
     from perception.checkpoint import CheckpointError
     from scenarios import ScenarioError
     from sim.backend import BackendError
-    from sim.loop import LoopError
 
     if isinstance(e, (UsageError, CheckpointError, ScenarioError, BackendError, LoopError)):
         return str(e)
@@ -276,8 +276,8 @@ def _message(e: Exception) -> str:
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from sim.loop import prepare_out
-    from sim.report import format_table, write_report
+    from harness.outputs import prepare_out
+    from harness.report import format_table, write_report
 
     scenario = build_scenario(args)
     if args.out:
@@ -301,7 +301,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         except Exception as e:  # noqa: BLE001 - the run's data is safe; say why the report is missing
             if args.debug:
                 raise
-            print(f"warning: report not written: {e} (retry with python -m sim.report {out})", file=sys.stderr)
+            print(f"warning: report not written: {e} (retry with python -m harness.report {out})", file=sys.stderr)
     where = report if report is not None else out
     if result.interrupted:
         print(f"interrupted ({result.summary['end']}): partial results in {where}", file=sys.stderr)
@@ -312,8 +312,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def _loop(args: argparse.Namespace, argv: list[str] | None, scenario: Any, out: Path) -> Any:
     """Load the models and run the loop (outputs in `out`)."""
+    from harness.contracts import LoopConfig
+    from harness.loop import run_loop
     from perception.metrics import BinaryConfusion
-    from sim.loop import LoopConfig, run_loop
 
     cam = scenario.cameras[0]
     models = load_models(
@@ -329,7 +330,7 @@ def _loop(args: argparse.Namespace, argv: list[str] | None, scenario: Any, out: 
         backend_kwargs = {"host": args.host, "port": args.port, "tm_port": args.tm_port, "timeout": args.timeout}
     view = None
     if args.view:
-        from sim.view import LoopView
+        from harness.view import LoopView
 
         view = LoopView(screenshot_dir=out / "screenshots", screenshot_every=args.screenshot_every)
     command = "python run_sim.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))

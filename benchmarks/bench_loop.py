@@ -56,9 +56,11 @@ def _slots(models: list[str], camera_hw: tuple[int, int], threads: int | None, r
 
 def overhead(model: str, frames: int, threads: int | None, runtime: str, out: Path) -> dict[str, Any]:
     """Harness overhead vs inference per frame, autopilot drive, one model, view off."""
+    from harness.contracts import LoopConfig
+    from harness.loop import run_loop
+    from harness.outputs import prepare_out
     from perception.metrics import BinaryConfusion
     from scenarios import load_scenario
-    from sim.loop import LoopConfig, prepare_out, run_loop
 
     scenario = replace(load_scenario("town03_clear"), frames=frames, metres=None)
     cam = scenario.cameras[0]
@@ -101,11 +103,13 @@ def lanekeeping(
     with_oracle: bool = False,
 ) -> list[dict[str, Any]]:
     """Each model drives each scenario on its own masks; one row per (scenario, model, realtime, junctions)."""
+    from harness.contracts import LoopConfig, ModelSlot
+    from harness.loop import run_loop
+    from harness.oracle import GroundTruthMaskPredictor, truth_backend
+    from harness.outputs import prepare_out
     from perception.metrics import BinaryConfusion
     from scenarios import load_scenario
     from sim.backend import make_backend
-    from sim.loop import LoopConfig, ModelSlot, prepare_out, run_loop
-    from sim.oracle import GroundTruthMaskPredictor, truth_backend
 
     rows = []
     slots = None

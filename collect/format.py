@@ -17,7 +17,6 @@ No torch here: recording must not pay torch's import time.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from plumbing import atomic_output, atomic_write_bytes
 from sim.tags import MAX_TAG, ROAD_LINE, TAGS
 
 FORMAT_NAME = "laneloop-dataset"
@@ -221,11 +221,8 @@ def tag_histogram(labels: np.ndarray) -> np.ndarray:
 def write_index(root: str | Path, rows: list[dict[str, Any]]) -> None:
     """Atomically replace the index with `rows` (each a dict of INDEX_COLUMNS)."""
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
-    path = Path(root) / INDEX_NAME
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    pq.write_table(table, tmp, compression="zstd")
-    _fsync_path(tmp)
-    os.replace(tmp, path)
+    with atomic_output(Path(root) / INDEX_NAME, fsync=True) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
 
 
 def read_index(root: str | Path) -> list[dict[str, Any]]:
@@ -244,30 +241,6 @@ def read_index(root: str | Path) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = False) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one.
-
-    The temporary file sits next to the target (same filesystem, so `os.replace` is
-    atomic) and ends in TMP_SUFFIX, so leftovers from a killed run are easy to find.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def encode_rgb_png(rgb: np.ndarray) -> bytes:
@@ -341,7 +314,6 @@ __all__ = [
     "RGB_DIR",
     "ROAD_LINE",
     "SPLITS",
-    "atomic_write_bytes",
     "decode_png",
     "encode_label_png",
     "encode_rgb_png",

@@ -33,7 +33,7 @@ from collect.importers import (
     import_frames,
     make_parser,
     resize_labels,
-    run_cli,
+    run_import_cli,
 )
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--split", default="val", choices=CS_SPLITS, help="Cityscapes split, kept as ours (default val)")
     args = p.parse_args(argv)
-    return run_cli(
+    return run_import_cli(
         args,
         lambda: import_cityscapes(
             args.root, args.out, args.split, args.size, args.overwrite, args.workers, not args.no_progress

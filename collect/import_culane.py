@@ -32,7 +32,7 @@ from collect.importers import (
     lane_mask,
     make_parser,
     positive_float,
-    run_cli,
+    run_import_cli,
 )
 from sim.tags import ROAD_LINE
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="our split (default test)")
     args = p.parse_args(argv)
-    return run_cli(
+    return run_import_cli(
         args,
         lambda: import_culane(
             args.root,

@@ -41,7 +41,7 @@ from collect.importers import (
     lane_mask,
     make_parser,
     positive_float,
-    run_cli,
+    run_import_cli,
 )
 from sim.tags import ROAD_LINE
 
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="our split (default test)")
     args = p.parse_args(argv)
-    return run_cli(
+    return run_import_cli(
         args,
         lambda: import_tusimple(
             args.root,

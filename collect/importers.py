@@ -22,8 +22,6 @@ import argparse
 import math
 import os
 import shutil
-import signal
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +42,6 @@ from collect.format import (
     DatasetError,
     EpisodePlan,
     Manifest,
-    atomic_write_bytes,
     encode_label_png,
     encode_rgb_png,
     frame_id,
@@ -55,6 +52,7 @@ from collect.format import (
     write_manifest,
 )
 from collect.writer import check_new_root, remove_dataset, split_counts, tag_totals
+from plumbing import atomic_write_bytes, progress_bar, run_cli
 from sim.tags import MAX_TAG, ROAD_LINE
 
 #: (source image height, width), (output height, width) -> HxW uint8 tag ids at the output size.
@@ -202,14 +200,6 @@ def _publish(tmp: Path, out: Path) -> None:
     tmp.rmdir()
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="frame", desc=desc, file=sys.stderr, dynamic_ncols=True)
-
-
 def import_frames(
     frames: Sequence[SourceFrame],
     out: str | Path,
@@ -258,7 +248,7 @@ def import_frames(
         for e in range(len(plans)):
             (tmp / rgb_relpath(e, 0)).parent.mkdir(parents=True)
             (tmp / label_relpath(e, 0)).parent.mkdir(parents=True)
-        bar = _progress(len(jobs), dataset, progress)
+        bar = progress_bar(len(jobs), dataset, progress)
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="import") as pool:
             results = pool.map(lambda f, r: _convert(f, tmp, r["rgb"], r["label"], out_size, resize), jobs, rows)
             try:
@@ -361,23 +351,23 @@ def make_parser(prog: str, description: str, examples: str) -> argparse.Argument
     return p
 
 
-def run_cli(args: argparse.Namespace, do_import: Callable[[], ImportResult]) -> int:
+def run_import_cli(args: argparse.Namespace, do_import: Callable[[], ImportResult]) -> int:
     """Run an import with the CLI conventions: one-line errors (exit 1), Ctrl-C (exit 130)."""
-    # SIGTERM, and SIGINT even when started in the background, unwind: the temporary folder goes.
-    saved = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        result = do_import()
-    except KeyboardInterrupt:
-        print(f"interrupted: nothing was written to {args.out}", file=sys.stderr)
-        return 130
-    except (SourceError, DatasetError, OSError) as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    results: list[ImportResult] = []
+
+    def body() -> int:
+        results.append(do_import())  # SIGTERM and Ctrl-C unwind: the temporary folder goes
+        return 0
+
+    code = run_cli(
+        body,
+        expected=(SourceError, DatasetError, OSError),
+        debug=args.debug,
+        interrupted=f"interrupted: nothing was written to {args.out}",
+    )
+    if code:
+        return code
+    result = results[0]
     m = result.manifest
     lanes = ""
     if ROAD_LINE in (m.annotated_tags or []):
@@ -403,5 +393,5 @@ __all__ = [
     "read_image",
     "resize_labels",
     "resize_rgb",
-    "run_cli",
+    "run_import_cli",
 ]

@@ -15,13 +15,13 @@ import numpy as np
 from collect.format import (
     SPLITS,
     DatasetError,
-    atomic_write_bytes,
     encode_rgb_png,
     read_index,
     read_labels,
     read_manifest,
     read_rgb,
 )
+from plumbing import atomic_write_bytes
 from sim.tags import colorize, overlay
 
 CAPTION_PX = 14

@@ -18,7 +18,6 @@ if __package__ in (None, ""):  # run as `python collect/record.py`: make the pac
 
 import argparse
 import logging
-import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -35,6 +34,7 @@ from collect.format import (
     read_manifest,
 )
 from collect.writer import DatasetWriter, WriterError, WriterTimes, check_new_root, split_counts, tag_totals
+from plumbing import fail, interrupt_on_signals, progress_bar
 from scenarios import Scenario, ScenarioError, load_scenario
 from sim.backend import BACKENDS, BackendError, make_backend
 from sim.tags import NAMES, ROAD_LINE
@@ -269,7 +269,7 @@ def record(
             if writer is None:  # the simulator accepted the plan: only now touch the folder
                 writer = DatasetWriter.create(out, manifest, overwrite=overwrite, **wkw)
             if bar is None:
-                bar = _progress_bar(manifest.planned_frames, len(writer.done), progress)
+                bar = progress_bar(manifest.planned_frames, "record", progress, initial=len(writer.done), smoothing=0.1)
             tick = 0
             for frame in range(plan.frames):
                 if frame:
@@ -302,22 +302,6 @@ def record(
     result.writer = writer.times
     result.seconds = time.perf_counter() - t_start
     return result
-
-
-def _progress_bar(total: int, initial: int, enabled: bool):
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        initial=initial,
-        unit="frame",
-        desc="record",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        smoothing=0.1,
-    )
 
 
 def summarize(rows: list[dict[str, Any]], top: int = 8) -> str:
@@ -427,11 +411,6 @@ def _scenario_from_args(args: argparse.Namespace) -> Scenario:
     return replace(scenario, **kw)
 
 
-def _fail(msg: str, code: int = 1) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return code
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code (0 ok, 1 error, 2 usage, 130 interrupted)."""
     parser = build_parser()
@@ -446,49 +425,44 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and args.overwrite:
         parser.error("--resume and --overwrite exclude each other (pick one)")
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    # A process started in the background inherits SIGINT ignored; Ctrl-C must still stop us.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     out: Path | None = None
     try:
-        scenario = _scenario_from_args(args)
-        out = Path(args.out) if args.out else Path("data") / scenario.town.lower()
-        manifest = None
-        if not (args.resume and (out / "manifest.json").is_file()):
-            weather = args.weather if args.weather else (None if args.scenario else "cycle")
-            manifest = plan_recording(
-                scenario,
-                backend=args.backend,
-                episodes=args.episodes,
-                frames=args.frames,
-                episode_frames=args.episode_frames,
-                every=args.every,
-                weather=weather,
-                seed=args.seed,
-                split=args.split,
+        with interrupt_on_signals():  # kill and Ctrl-C (even in the background) unwind
+            scenario = _scenario_from_args(args)
+            out = Path(args.out) if args.out else Path("data") / scenario.town.lower()
+            manifest = None
+            if not (args.resume and (out / "manifest.json").is_file()):
+                weather = args.weather if args.weather else (None if args.scenario else "cycle")
+                manifest = plan_recording(
+                    scenario,
+                    backend=args.backend,
+                    episodes=args.episodes,
+                    frames=args.frames,
+                    episode_frames=args.episode_frames,
+                    every=args.every,
+                    weather=weather,
+                    seed=args.seed,
+                    split=args.split,
+                )
+            backend_kwargs = {}
+            backend_name = manifest.backend if manifest else read_manifest(out).backend
+            if backend_name == "carla":
+                backend_kwargs = {
+                    "host": args.host,
+                    "port": args.port,
+                    "tm_port": args.tm_port,
+                    "timeout": args.timeout,
+                }
+            result = record(
+                out,
+                manifest,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                backend_kwargs=backend_kwargs,
+                progress=not args.no_progress,
+                flush_every_s=args.flush_every,
+                workers=args.workers,
             )
-        backend_kwargs = {}
-        backend_name = manifest.backend if manifest else read_manifest(out).backend
-        if backend_name == "carla":
-            backend_kwargs = {
-                "host": args.host,
-                "port": args.port,
-                "tm_port": args.tm_port,
-                "timeout": args.timeout,
-            }
-        result = record(
-            out,
-            manifest,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            backend_kwargs=backend_kwargs,
-            progress=not args.no_progress,
-            flush_every_s=args.flush_every,
-            workers=args.workers,
-        )
     except KeyboardInterrupt:
         n = len(read_index(out)) if out is not None and (out / "manifest.json").is_file() else 0
         print(
@@ -502,15 +476,15 @@ def main(argv: list[str] | None = None) -> int:
         hint = ""
         if out is not None and (out / "manifest.json").is_file():
             hint = f" (complete frames are kept in {out}; fix the cause, then rerun with --resume --out {out})"
-        return _fail(f"{e}{hint}")
+        return fail(f"{e}{hint}")
     except (ScenarioError, DatasetError, ValueError, OSError) as e:
         if args.debug:
             raise
-        return _fail(str(e))
+        return fail(str(e))
     except Exception as e:  # unexpected: still one line unless --debug
         if args.debug:
             raise
-        return _fail(f"unexpected {type(e).__name__}: {e} (rerun with --debug for a traceback)")
+        return fail(f"unexpected {type(e).__name__}: {e} (rerun with --debug for a traceback)")
     busy = result.seconds - result.reset_s
     rate = result.new_frames / busy if busy > 0 else 0.0
     print(

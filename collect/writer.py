@@ -33,7 +33,6 @@ from collect.format import (
     TMP_SUFFIX,
     DatasetError,
     Manifest,
-    atomic_write_bytes,
     encode_label_png,
     encode_rgb_png,
     frame_id,
@@ -45,6 +44,7 @@ from collect.format import (
     write_index,
     write_manifest,
 )
+from plumbing import atomic_write_bytes
 from sim.tags import ROAD_LINE
 from sim.types import Observation
 
@@ -312,10 +312,11 @@ def tag_totals(rows: list[dict[str, Any]]) -> np.ndarray:
 def remove_dataset(root: Path) -> None:
     """Delete a dataset's own files (index and images first, manifest last), nothing else."""
     (root / INDEX_NAME).unlink(missing_ok=True)
-    (root / (INDEX_NAME + TMP_SUFFIX)).unlink(missing_ok=True)
     for sub in (RGB_DIR, LABEL_DIR):
         shutil.rmtree(root / sub, ignore_errors=True)
-    (root / (MANIFEST_NAME + TMP_SUFFIX)).unlink(missing_ok=True)
+    for name in (INDEX_NAME, MANIFEST_NAME):  # temporary files of a killed write (plumbing.atomic_output)
+        for tmp in root.glob(f".{name}.*{TMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
     (root / MANIFEST_NAME).unlink(missing_ok=True)
 
 

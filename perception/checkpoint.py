@@ -21,7 +21,6 @@ import dataclasses
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from perception.models import build_model
+from plumbing import atomic_output
 
 FORMAT_NAME = "laneloop-checkpoint"
 FORMAT_VERSION = 1
@@ -265,17 +265,8 @@ def save_checkpoint(
         "meta": meta.to_dict(),
         "state_dict": state_dict,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, fsync=True) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

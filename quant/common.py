@@ -25,16 +25,11 @@ from collect.format import DatasetError
 from perception import quantized
 from perception.checkpoint import CheckpointError, CheckpointMeta
 from perception.predictor import use_inductor_cache
+from plumbing import run_cli
 
 
 class QuantError(Exception):
     """An expected failure of a quant/ command; the message says what to do."""
-
-
-def fail(msg: str, code: int = 1) -> int:
-    """Print the one-line error of DESIGN.md and return the exit code."""
-    print(f"error: {msg}", file=sys.stderr)
-    return code
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +41,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
 
 
-def run_cli(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+def run_quant_cli(
+    main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser, argv: list[str] | None
+) -> int:
     """Parse `argv`, set threads and the inductor cache, run `main`, map errors to one line."""
     args = parser.parse_args(argv)
     if getattr(args, "threads", None) is not None and args.threads < 1:
@@ -54,19 +51,11 @@ def run_cli(main: Callable[[argparse.Namespace], int], parser: argparse.Argument
     threads = getattr(args, "threads", None) or os.cpu_count() or 1
     torch.set_num_threads(threads)
     use_inductor_cache()
-    try:
-        return main(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (QuantError, CheckpointError, DatasetError, FileExistsError, FileNotFoundError, ValueError) as exc:
-        if args.debug:
-            raise
-        return fail(str(exc))
-    except Exception as exc:  # unexpected: still one line unless --debug
-        if args.debug:
-            raise
-        return fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for a traceback)")
+    return run_cli(
+        lambda: main(args),
+        expected=(QuantError, CheckpointError, DatasetError, FileExistsError, FileNotFoundError, ValueError),
+        debug=args.debug,
+    )
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:

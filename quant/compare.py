@@ -36,7 +36,7 @@ from perception.checkpoint import CheckpointMeta
 from perception.metrics import BinaryConfusion
 from perception.models import build_model
 from perception.predictor import Predictor, load_predictor
-from quant.common import QuantError, add_common_args, check_output, run_cli, size_mb
+from quant.common import QuantError, add_common_args, check_output, run_quant_cli, size_mb
 
 RUNTIME_SUFFIXES = ("torch", "eager", "onnx")
 
@@ -377,7 +377,7 @@ def _main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
-    return run_cli(_main, build_parser(), argv)
+    return run_quant_cli(_main, build_parser(), argv)
 
 
 if __name__ == "__main__":

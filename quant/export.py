@@ -42,6 +42,7 @@ from perception.checkpoint import CheckpointMeta, build_from_checkpoint, load_ch
 from perception.metrics import frame_scores
 from perception.ort_int8 import POLICY
 from perception.predictor import ONNX_META_KEY, ort_session
+from plumbing import atomic_output
 from quant.common import (
     QuantError,
     add_common_args,
@@ -50,7 +51,7 @@ from quant.common import (
     command_line,
     dataset_for,
     file_digest,
-    run_cli,
+    run_quant_cli,
     size_mb,
 )
 
@@ -87,10 +88,8 @@ def _with_meta(proto: Any, meta: CheckpointMeta) -> Any:
 def _save(proto: Any, path: Path) -> None:
     import onnx
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    onnx.save(proto, str(tmp))
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        onnx.save(proto, str(tmp))
 
 
 def _frames(
@@ -295,7 +294,7 @@ def _main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
-    return run_cli(_main, build_parser(), argv)
+    return run_quant_cli(_main, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from quant.common import (
     check_output,
     dataset_for,
     quantized_meta,
-    run_cli,
+    run_quant_cli,
     size_mb,
 )
 
@@ -119,7 +119,7 @@ def _main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
-    return run_cli(_main, build_parser(), argv)
+    return run_quant_cli(_main, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ import argparse
 import csv
 import dataclasses
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +32,7 @@ from collect.dataset import LaneDataset
 from perception import quantized
 from perception.checkpoint import CheckpointMeta, build_from_checkpoint, load_checkpoint
 from perception.metrics import BinaryConfusion
+from plumbing import atomic_output
 from quant.common import (
     QuantError,
     add_common_args,
@@ -41,7 +40,7 @@ from quant.common import (
     dataset_for,
     file_digest,
     quantized_meta,
-    run_cli,
+    run_quant_cli,
     size_mb,
 )
 from quant.ptq import save_quantized
@@ -134,15 +133,8 @@ def _evaluate(gm: torch.fx.GraphModule, ds: LaneDataset | Subset) -> dict[str, A
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _load_state(path: Path) -> dict[str, Any]:
@@ -363,7 +355,7 @@ def _main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
-    return run_cli(_main, build_parser(), argv)
+    return run_quant_cli(_main, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -472,7 +472,7 @@ def test_culane_errors(culane, tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_interrupt_leaves_nothing_and_overwrite_keeps_foreign_files(tusimple, tmp_path: Path) -> None:
     import argparse
 
-    from collect.importers import SourceFrame, import_frames, run_cli
+    from collect.importers import SourceFrame, import_frames, run_import_cli
 
     root, _ = tusimple
     out = tmp_path / "ts"
@@ -484,7 +484,7 @@ def test_interrupt_leaves_nothing_and_overwrite_keeps_foreign_files(tusimple, tm
     frames = [SourceFrame(f"f{k}.jpg", "e", "t", image, labels) for k in range(3)]
     kw = {"dataset": "x", "split": "test", "annotated_tags": (ROAD_LINE,), "source": {}}
     args = argparse.Namespace(out=out, debug=False)
-    assert run_cli(args, lambda: import_frames(frames, out, **kw)) == 130
+    assert run_import_cli(args, lambda: import_frames(frames, out, **kw)) == 130
     assert not out.exists()
     _no_leftovers(tmp_path)
     # A dataset folder may hold files of the user's: --overwrite replaces the dataset, keeps them.

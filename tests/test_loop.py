@@ -21,15 +21,17 @@ import pytest
 import torch
 
 import run_sim
+from harness.contracts import LoopConfig, LoopError, ModelSlot, ViewFrame, ViewModel
+from harness.drivers import GroundProjector
+from harness.loop import run_loop
+from harness.oracle import GroundTruthMaskPredictor, truth_backend
+from harness.outputs import prepare_out
+from harness.runlog import COLUMNS, FRAME_SCHEMA, FrameLog, journal_path, recover
 from perception.checkpoint import CheckpointMeta, save_checkpoint
 from perception.metrics import BinaryConfusion, frame_scores
 from perception.models import build_model
 from scenarios import load_scenario
 from sim.backend import make_backend
-from sim.control import GroundProjector
-from sim.loop import LoopConfig, LoopError, ModelSlot, ViewFrame, ViewModel, prepare_out, run_loop
-from sim.oracle import GroundTruthMaskPredictor, truth_backend
-from sim.runlog import COLUMNS, FRAME_SCHEMA, FrameLog, journal_path, recover
 from sim.tags import ROAD_LINE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,7 +187,7 @@ def test_sigkill_loses_at_most_the_last_second_of_frames(tiny: tuple[Path, Path]
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "frames.parquet").exists() and not (out / "summary.json").exists()
     # The report recovers the flushed frames, then says what is missing.
-    rc = subprocess.run([sys.executable, "-m", "sim.report", str(out)], cwd=REPO, capture_output=True, text=True)
+    rc = subprocess.run([sys.executable, "-m", "harness.report", str(out)], cwd=REPO, capture_output=True, text=True)
     assert rc.returncode == 1 and "killed" in rc.stderr and "recovered" in rc.stderr
     table = pq.read_table(out / "frames.parquet")  # at least the batch whose flush the test waited for
     assert table.num_rows >= 1 and table.column("frame").to_pylist() == list(range(table.num_rows))
@@ -223,7 +225,7 @@ def test_recover_keeps_complete_batches_of_a_torn_journal(tmp_path: Path) -> Non
 
 
 def _run_truth(tmp_path: Path, latency_ms: float, frames: int, **kw) -> tuple[pd.DataFrame, dict]:
-    """The test-only ground-truth-mask 'model' (sim.oracle) in the loop on town03_clear."""
+    """The test-only ground-truth-mask 'model' (harness.oracle) in the loop on town03_clear."""
     pred = GroundTruthMaskPredictor(latency_ms=latency_ms)
     cfg = LoopConfig(scenario=load_scenario("town03_clear"), out=tmp_path, frames=frames, strip_size=0, **kw)
     result = run_loop(cfg, [ModelSlot(pred.name, pred)], BinaryConfusion, backend_factory=truth_backend(pred))
@@ -288,7 +290,7 @@ def test_ground_projection_matches_the_renderer() -> None:
 
 def test_view_renders_headless_and_handles_keys(tmp_path: Path) -> None:
     pygame = pytest.importorskip("pygame")
-    from sim.view import FN_RGB, FP_RGB, TP_RGB, LoopView
+    from harness.view import FN_RGB, FP_RGB, TP_RGB, LoopView
 
     rgb = np.full((80, 160, 3), 90, np.uint8)
     truth = np.zeros((80, 160), bool)

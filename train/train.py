@@ -35,9 +35,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shlex
-import signal
 import time
 from typing import Any
 
@@ -50,6 +48,7 @@ from collect.dataset import LaneDataset
 from collect.format import MANIFEST_NAME, DatasetError
 from perception.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
 from perception.models import build_model
+from plumbing import atomic_output, interrupt_on_signals, progress_bar
 from train.augment import AugmentedDataset, PairedAugment
 from train.evaluate import score
 from train.losses import LOSSES, build_loss
@@ -134,15 +133,11 @@ def save_training_checkpoint(path: Path, model: nn.Module, meta: CheckpointMeta,
     `build_from_checkpoint` read the file like any other; `train_state` must be tensors and
     plain data so that a weights_only load reads it too.
     """
-    tmp = path.with_name(f".{path.name}.partial")
-    save_checkpoint(tmp, model, meta, overwrite=True)  # validates the metadata, plain data only
-    payload = torch.load(tmp, weights_only=True)
-    payload["train_state"] = train_state
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_output(path, fsync=True) as tmp:
+        save_checkpoint(tmp, model, meta, overwrite=True)  # validates the metadata, plain data only
+        payload = torch.load(tmp, weights_only=True)
+        payload["train_state"] = train_state
+        torch.save(payload, tmp)
 
 
 def load_train_state(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta, dict[str, Any]]:
@@ -156,25 +151,11 @@ def load_train_state(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointMet
 
 def write_csv(path: Path, history: list[dict[str, Any]]) -> None:
     """The whole per-epoch log, rewritten from the history (so a resume never duplicates rows)."""
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", newline="") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for row in history:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
-
-
-def progress_bar(total: int, desc: str, enabled: bool):
-    """A tqdm bar on stderr, or None when disabled or stderr is not a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", file=sys.stderr, dynamic_ncols=True, leave=False)
-
-
-# ----------------------------------------------------------------------------- loop
 
 
 def train_one_epoch(
@@ -192,7 +173,7 @@ def train_one_epoch(
     """
     model.train()
     total, batches = 0.0, 0
-    bar = progress_bar(len(loader), f"epoch {epoch + 1}", progress)
+    bar = progress_bar(len(loader), f"epoch {epoch + 1}", progress, unit="batch", leave=False)
     for images, targets in loader:
         loss = loss_fn(model(images.contiguous(memory_format=torch.channels_last)), targets)
         if not torch.isfinite(loss):
@@ -302,12 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"runs/{args.arch}")
     command = shlex.join(["python", "train/train.py", *(sys.argv[1:] if argv is None else argv)])
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)  # `kill` ends like Ctrl-C: one line, checkpoints kept
     try:
-        return run(args, out, command)
+        with interrupt_on_signals():  # `kill` ends like Ctrl-C: one line, checkpoints kept
+            return run(args, out, command)
     except UsageError as e:
         parser.error(str(e))
     except NonFiniteLossError as e:
@@ -333,8 +311,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for a traceback)", file=sys.stderr)
         return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: argparse.Namespace, out: Path, command: str) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.loop import ViewFrame
+from harness.contracts import ViewFrame
 
 #: Overlay colours (RGB): true positive, false positive, false negative (the report uses the same).
 TP_RGB, FP_RGB, FN_RGB = (40, 220, 60), (240, 40, 40), (40, 140, 255)

@@ -4,52 +4,60 @@ Rows are buffered and appended at least every `flush_every_s` seconds to a journ
 the Parquet file (``frames.parquet.partial``, an Arrow IPC stream: every flushed batch stays
 readable even if the process dies mid-write, which a Parquet file without its footer is
 not). `close` (called on every exit path by the loop, Ctrl-C included) turns the journal
-into ``frames.parquet``; after a crash or SIGKILL, `recover` (run by ``python -m sim.report``)
+into ``frames.parquet``; after a crash or SIGKILL, `recover` (run by ``python -m harness.report``)
 does the same with every complete batch, so a crash loses at most `flush_every_s` of rows.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-#: The columns of frames.parquet, in order (units: s, m, m/s, rad, ms; steer is CARLA's, + right).
-FRAME_SCHEMA = pa.schema(
-    [
-        ("run", pa.string()),
-        ("model", pa.string()),
-        ("scenario", pa.string()),
-        ("seed", pa.int64()),
-        ("frame", pa.int64()),
-        ("sim_time", pa.float64()),
-        ("iou", pa.float64()),
-        ("precision", pa.float64()),
-        ("recall", pa.float64()),
-        ("lane_px_true", pa.int64()),
-        ("lane_px_pred", pa.int64()),
-        ("preprocess_ms", pa.float64()),
-        ("inference_ms", pa.float64()),
-        ("postprocess_ms", pa.float64()),
-        ("total_ms", pa.float64()),
-        ("inferred", pa.bool_()),
-        ("deadline_missed", pa.bool_()),
-        ("speed", pa.float64()),
-        ("distance", pa.float64()),
-        ("lateral_offset", pa.float64()),
-        ("heading_error", pa.float64()),
-        ("steer", pa.float64()),
-        ("lane_departure", pa.bool_()),
-        ("collision", pa.bool_()),
-        ("weather", pa.string()),
-        ("in_junction", pa.bool_()),
-    ]
-)
+from plumbing import atomic_output
+
+
+@dataclass
+class FrameRow:
+    """One row of frames.parquet: one model on one frame (units: s, m, m/s, rad, ms; steer is
+    CARLA's, + right). The Parquet schema is derived from these fields, in this order."""
+
+    run: str
+    model: str
+    scenario: str
+    seed: int
+    frame: int
+    sim_time: float
+    iou: float
+    precision: float
+    recall: float
+    lane_px_true: int
+    lane_px_pred: int
+    preprocess_ms: float
+    inference_ms: float
+    postprocess_ms: float
+    total_ms: float
+    inferred: bool
+    deadline_missed: bool
+    speed: float
+    distance: float
+    lateral_offset: float
+    heading_error: float
+    steer: float
+    lane_departure: bool
+    collision: bool
+    weather: str
+    in_junction: bool
+
+
+_ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+#: The columns of frames.parquet, in order: `FrameRow`'s fields.
+FRAME_SCHEMA = pa.schema([(f.name, _ARROW_TYPES[f.type]) for f in fields(FrameRow)])
 COLUMNS: tuple[str, ...] = tuple(FRAME_SCHEMA.names)
 
 
@@ -83,9 +91,8 @@ def recover(path: str | Path) -> int | None:
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="snappy")
-    os.replace(tmp, path)  # readers never see half a file
+    with atomic_output(path) as tmp:  # readers never see half a file
+        pq.write_table(table, tmp, compression="snappy")
 
 
 class FrameLog:
@@ -104,10 +111,11 @@ class FrameLog:
         self.batches = 0  # flushed to the journal
         _warm_up()
 
-    def append(self, row: dict[str, Any]) -> None:
-        """Add one row (every column of FRAME_SCHEMA; None/NaN for unknown values)."""
+    def append(self, row: FrameRow | dict[str, Any]) -> None:
+        """Add one row (a `FrameRow`, or a dict with every column; NaN for unknown values)."""
+        values = vars(row) if isinstance(row, FrameRow) else row
         for c in COLUMNS:
-            self._buf[c].append(row[c])
+            self._buf[c].append(values[c])
         self.rows += 1
         if time.perf_counter() - self._last_flush >= self.flush_every_s:
             self.flush()
@@ -172,4 +180,4 @@ def _nan_to_none(values: list[Any], typ: pa.DataType) -> list[Any]:
     return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
 
 
-__all__ = ["COLUMNS", "FRAME_SCHEMA", "FrameLog", "journal_path", "recover"]
+__all__ = ["COLUMNS", "FRAME_SCHEMA", "FrameLog", "FrameRow", "journal_path", "recover"]
