@@ -333,7 +333,10 @@ def test_cli_view_model_drive(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     )  # fmt: skip
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["drive"] == "model" and summary["models"][0]["lane_keeping"]["distance_m"] >= 0
+    df = pd.read_parquet(out / "frames.parquet")
+    lane = summary["models"][0]["lane_keeping"]
+    assert summary["drive"] == "model" and len(df) == 6
+    assert lane["distance_m"] == df["distance"].iloc[-1] and df["distance"].is_monotonic_increasing
     shots = sorted((out / "screenshots").glob("*.png"))
     assert len(shots) == 3  # frames 2, 4, 6 of 6
     img = cv2.imread(str(shots[-1]))
