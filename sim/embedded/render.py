@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from sim import tags
+from sim.camera import optical_to_vehicle, pixel_rays
 from sim.embedded import raster as rmat
 from sim.embedded.props import Boxes, Scenery
 from sim.types import CameraSpec, Weather
@@ -101,22 +102,13 @@ class CameraRenderer:
         self._weather_key: tuple | None = None
         # Ground points of every ground pixel in the camera's body frame (fixed to the car).
         vv, uu = np.mgrid[self.v0 : h, 0:w].astype(np.float64) + 0.5
-        rays = np.stack([(uu - w / 2) / self.f, (vv - cy) / self.f, np.ones_like(uu)], -1)
-        rb = self._optical_to_body(pitch) @ rays.reshape(-1, 3).T  # body frame x fwd, y left, z up
+        rays = pixel_rays(uu, vv, w, h, self.f)
+        rb = optical_to_vehicle(spec.pitch_deg) @ rays.reshape(-1, 3).T  # body frame x fwd, y left, z up
         t = np.where(rb[2] < -1e-6, -spec.z / np.minimum(rb[2], -1e-6), 1e4)
         gx = (rb[0] * t).reshape(uu.shape)
         gy = (rb[1] * t).reshape(uu.shape)
         self.ground_dist = np.hypot(gx, gy).astype(np.float32)
         self.ground_x, self.ground_y = gx.astype(np.float32), gy.astype(np.float32)
-
-    @staticmethod
-    def _optical_to_body(pitch: float) -> np.ndarray:
-        """Columns: optical x (right), y (down), z (forward) expressed in the body frame."""
-        cp, sp = math.cos(pitch), math.sin(pitch)
-        fwd = np.array([cp, 0.0, sp])
-        down = np.array([sp, 0.0, -cp])
-        right = np.array([0.0, -1.0, 0.0])
-        return np.stack([right, down, fwd], axis=1)
 
     def pose(self, x: float, y: float, yaw: float) -> tuple[np.ndarray, np.ndarray]:
         """(R world->optical, camera centre in world) for an ego pose."""
@@ -127,7 +119,7 @@ class CameraRenderer:
         cy_ = y + sz * s.x + cz * s.y
         c2, s2 = math.cos(yaw_c), math.sin(yaw_c)
         rz = np.array([[c2, -s2, 0], [s2, c2, 0], [0, 0, 1.0]])
-        r_cw = rz @ self._optical_to_body(math.radians(s.pitch_deg))  # optical -> world
+        r_cw = rz @ optical_to_vehicle(s.pitch_deg)  # optical -> world
         return r_cw.T, np.array([cx_, cy_, s.z])
 
     def _set_weather(self, w: Weather) -> None:

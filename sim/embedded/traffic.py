@@ -16,9 +16,9 @@ from sim.embedded.geometry import wrap_angle
 from sim.embedded.props import Boxes
 from sim.embedded.roadnet import Lane, RoadNetwork
 from sim.types import Control
+from sim.vehicle import MAX_STEER_RAD, WHEELBASE_M, pure_pursuit_steer
 
 A_MAX, B_COMF, A_LAT = 2.0, 3.0, 2.2
-WHEELBASE, MAX_STEER = 2.8, math.radians(35.0)
 CAR_COLORS = [(200, 30, 30), (30, 60, 160), (230, 230, 230), (25, 25, 25), (130, 130, 135),
               (200, 170, 30), (40, 120, 60), (150, 40, 120), (210, 110, 30)]
 
@@ -177,18 +177,15 @@ def bicycle_step(x: float, y: float, yaw: float, v: float, c: Control, dt: float
     if c.reverse:
         acc = -acc
     v = max(0.0, v + acc * dt) if not c.reverse else min(0.0, v + acc * dt)
-    delta = -c.steer * MAX_STEER
-    yaw = float(wrap_angle(yaw + v / WHEELBASE * math.tan(delta) * dt))
+    delta = -c.steer * MAX_STEER_RAD
+    yaw = float(wrap_angle(yaw + v / WHEELBASE_M * math.tan(delta) * dt))
     return x + v * math.cos(yaw) * dt, y + v * math.sin(yaw) * dt, yaw, v
 
 
 def pure_pursuit(x: float, y: float, yaw: float, tx: float, ty: float) -> float:
     """CARLA steer (-1..1, + right) that arcs from the pose through the target point."""
     dx, dy = tx - x, ty - y
-    ld = max(math.hypot(dx, dy), 1e-3)
-    alpha = math.atan2(dy, dx) - yaw
-    delta = math.atan2(2 * WHEELBASE * math.sin(alpha), ld)
-    return max(-1.0, min(1.0, -delta / MAX_STEER))
+    return pure_pursuit_steer(math.atan2(dy, dx) - yaw, math.hypot(dx, dy))
 
 
 def obb_overlap(a: tuple, b: tuple) -> bool:
