@@ -27,7 +27,6 @@ if __package__ in (None, ""):
 import argparse
 import json
 import os
-import platform
 import time
 from dataclasses import replace
 from typing import Any
@@ -42,10 +41,9 @@ def machine() -> str:
     import torch
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, "
-        f"torch {torch.__version__}, load average {load[0]:.1f} at start"
-    )
+    from perception.cpu import cpu_info
+
+    return f"{cpu_info().describe()}; torch {torch.__version__}, load average {load[0]:.1f} at start"
 
 
 def _slots(models: list[str], camera_hw: tuple[int, int], threads: int | None, runtime: str) -> list[Any]:

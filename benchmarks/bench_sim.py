@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import psutil
 
+from perception.cpu import cpu_info  # no torch: the simulator's benchmark stays torch-free
 from scenarios import list_scenarios, load_scenario
 from sim import make_backend
 from sim.types import CameraSpec
@@ -43,7 +44,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--long", type=int, default=10000, help="steps of the memory run (0 to skip)")
     args = ap.parse_args()
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}")
+    print(f"machine: {cpu_info().describe()}; python {platform.python_version()}")
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
     print("| scenario | traffic | 320x160 steps/s (wall / CPU) | 640x320 steps/s (wall / CPU) |")
     print("|---|---|---|---|")
