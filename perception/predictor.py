@@ -15,6 +15,8 @@ Runtimes:
 - ``"onnx"``: ONNX Runtime on a ``.onnx`` file from ``quant/export.py`` (float or int8
   QDQ; its `CheckpointMeta` is stored in the file), or on a float ``.pth`` exported on the
   fly.
+- ``"openvino"``: OpenVINO (CPU plugin, f32 precision hint) on the same files
+  (`perception.openvino_runtime`; optional extra ``laneloop[openvino]``).
 
 Per-frame work is kept lean: one fused scale/shift into a preallocated NCHW buffer, a
 ``torch.from_numpy`` view (no copy), the model, a threshold and (only when the image is
@@ -43,7 +45,7 @@ from perception.checkpoint import (
     load_checkpoint,
 )
 
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx", "openvino")
 #: ONNX metadata_props key holding the CheckpointMeta as JSON.
 ONNX_META_KEY = "laneloop.meta"
 DEFAULT_INDUCTOR_CACHE = Path("~/.cache/laneloop/inductor")
@@ -100,7 +102,7 @@ class Predictor:
         meta: the checkpoint's metadata (`CheckpointMeta`).
         name: short display name (file stem, e.g. "unet_ptq").
         scheme: "float", "ptq" or "qat" (from ``meta.quant``).
-        runtime: "torch" or "onnx".
+        runtime: "torch", "onnx" or "openvino".
         input_size: (H, W) the model runs at; images of another size are resized.
         threads: intra-op threads the runtime uses.
     """
@@ -250,9 +252,10 @@ def load_predictor(
     """Load any laneloop model file into a `Predictor`.
 
     Args:
-        path: a ``.pth`` checkpoint (float / ptq / qat) or, for ``runtime="onnx"``, an
-            ``.onnx`` file from ``quant/export.py`` (a float ``.pth`` is exported on the fly).
-        runtime: "torch" or "onnx".
+        path: a ``.pth`` checkpoint (float / ptq / qat) or, for ``runtime="onnx"`` or
+            ``"openvino"``, an ``.onnx`` file from ``quant/export.py`` (a float ``.pth`` is
+            exported on the fly).
+        runtime: "torch", "onnx" or "openvino".
         threads: intra-op threads (default: all cores). Sets torch's global thread count
             for the torch runtime, the session's for ONNX Runtime.
         input_size: (H, W) the model runs at (default: the checkpoint's); frames of any
@@ -270,6 +273,10 @@ def load_predictor(
     threads = int(threads) if threads else (os.cpu_count() or 1)
     if runtime == "onnx":
         return _load_onnx_predictor(path, threads, input_size)
+    if runtime == "openvino":
+        from perception.openvino_runtime import openvino_predictor
+
+        return openvino_predictor(path, threads, input_size)
     if path.suffix == ".onnx":
         raise CheckpointError(f"{path} is an ONNX file (load it with runtime='onnx' / --runtime onnx)")
     torch.set_num_threads(threads)
