@@ -176,9 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         action="append",
         metavar="CKPT",
-        help=f"checkpoint (.pth, or .onnx with --runtime onnx); repeat to compare (default: models/{DEFAULT_MODEL})",
+        help=(
+            "checkpoint (.pth, or .onnx with --runtime onnx/openvino); repeat to compare "
+            f"(default: models/{DEFAULT_MODEL})"
+        ),
     )
-    g.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="inference runtime (default torch)")
+    g.add_argument(
+        "--runtime", choices=("torch", "onnx", "openvino"), default="torch", help="inference runtime (default torch)"
+    )
     g.add_argument("--threads", type=int, help="intra-op threads of the runtime (default: all cores)")
     g.add_argument(
         "--no-compile",
