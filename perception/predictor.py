@@ -17,6 +17,8 @@ Runtimes:
   fly.
 - ``"openvino"``: OpenVINO (CPU plugin, f32 precision hint) on the same files
   (`perception.openvino_runtime`; optional extra ``laneloop[openvino]``).
+- ``"auto"``: the fastest of these for the file on this machine, measured once and cached
+  (`perception.runtime_select`); `Predictor.runtime` names the one chosen.
 
 Per-frame work is kept lean: one fused scale/shift into a preallocated NCHW buffer, a
 ``torch.from_numpy`` view (no copy), the model, a threshold and (only when the image is
@@ -46,6 +48,8 @@ from perception.checkpoint import (
 )
 
 RUNTIMES = ("torch", "onnx", "openvino")
+#: `load_predictor` also takes runtime="auto": the fastest of RUNTIMES here (`perception.runtime_select`).
+AUTO = "auto"
 #: ONNX metadata_props key holding the CheckpointMeta as JSON.
 ONNX_META_KEY = "laneloop.meta"
 DEFAULT_INDUCTOR_CACHE = Path("~/.cache/laneloop/inductor")
@@ -255,7 +259,8 @@ def load_predictor(
         path: a ``.pth`` checkpoint (float / ptq / qat) or, for ``runtime="onnx"`` or
             ``"openvino"``, an ``.onnx`` file from ``quant/export.py`` (a float ``.pth`` is
             exported on the fly).
-        runtime: "torch", "onnx" or "openvino".
+        runtime: "torch", "onnx", "openvino", or "auto": time those that can run the file
+            here and keep the fastest (cached; `perception.runtime_select`).
         threads: intra-op threads (default: all cores). Sets torch's global thread count
             for the torch runtime, the session's for ONNX Runtime.
         input_size: (H, W) the model runs at (default: the checkpoint's); frames of any
@@ -267,10 +272,14 @@ def load_predictor(
     Raises CheckpointError for a missing, corrupt or unusable file, ValueError for a bad
     runtime or input size.
     """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; choose one of {list(RUNTIMES)}")
+    if runtime not in RUNTIMES and runtime != AUTO:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {[*RUNTIMES, AUTO]}")
     path = Path(path)
     threads = int(threads) if threads else (os.cpu_count() or 1)
+    if runtime == AUTO:
+        from perception.runtime_select import auto_predictor
+
+        return auto_predictor(path, threads, input_size, compile)
     if runtime == "onnx":
         return _load_onnx_predictor(path, threads, input_size)
     if runtime == "openvino":
@@ -391,6 +400,7 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
 
 
 __all__ = [
+    "AUTO",
     "RUNTIMES",
     "Predictor",
     "Timing",

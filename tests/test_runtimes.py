@@ -104,3 +104,107 @@ def test_openvino_missing_gives_install_hint(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(builtins, "__import__", no_openvino)
     with pytest.raises(CheckpointError, match=r"OpenVINO is not installed \(pip install 'laneloop\[openvino\]'"):
         load_predictor(QAT_ONNX, runtime="openvino", threads=1)
+
+
+# ----------------------------------------------------------------------------- runtime auto
+
+
+def test_choose_fastest_and_tie_order() -> None:
+    from perception.runtime_select import choose
+
+    assert choose({"onnx": 20.3, "openvino": 12.1}) == "openvino"
+    assert choose({"openvino": 5.0, "onnx": 5.0, "torch": 5.0}) == "torch"
+    assert choose({"openvino": 5.0, "onnx": 5.0}) == "onnx"
+    assert choose({"torch": 9.0, "onnx": 4.0, "openvino": 4.5}) == "onnx"
+    with pytest.raises(ValueError):
+        choose({})
+
+
+def test_cache_key_changes_with_what_matters(tmp_path: Path) -> None:
+    from perception.runtime_select import cache_key
+
+    f = tmp_path / "m.onnx"
+    f.write_bytes(b"model-a")
+    vers = {"torch": "1", "onnxruntime": "2", "openvino": "3"}
+
+    def key(**kw) -> str:
+        args = {"threads": 2, "input_size": (160, 320), "cpu_signature": "cpu-a", "package_versions": vers, **kw}
+        return cache_key([f], **args)
+
+    base = key()
+    assert key() == base
+    assert key(threads=1) != base
+    assert key(cpu_signature="cpu-b") != base
+    assert key(input_size=(96, 192)) != base
+    assert key(package_versions={**vers, "openvino": "4"}) != base
+    assert key(compile=False) != base
+    f.write_bytes(b"model-b")
+    assert key() != base
+
+
+def test_candidates_pth_with_same_scheme_sibling(tmp_path: Path, tiny_float: Path) -> None:
+    import shutil
+
+    from perception.runtime_select import candidates
+
+    pytest.importorskip("openvino", reason="OpenVINO not installed (pip install 'laneloop[openvino]')")
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'laneloop[onnx]')")
+    shutil.copy(ROOT / "models" / "unet_qat.pth", tmp_path / "m.pth")
+    shutil.copy(QAT_ONNX, tmp_path / "m.onnx")
+    assert [(c.runtime, c.path.name) for c in candidates(tmp_path / "m.pth")] == [
+        ("torch", "m.pth"), ("onnx", "m.onnx"), ("openvino", "m.onnx"),
+    ]  # fmt: skip
+    assert [c.runtime for c in candidates(QAT_ONNX)] == ["onnx", "openvino"]
+    shutil.copy(tiny_float, tmp_path / "f.pth")
+    shutil.copy(QAT_ONNX, tmp_path / "f.onnx")  # a qat sibling of a float .pth is not the same model
+    assert [c.runtime for c in candidates(tmp_path / "f.pth")] == ["torch"]
+
+
+def test_auto_measures_once_then_reads_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("openvino", reason="OpenVINO not installed (pip install 'laneloop[openvino]')")
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'laneloop[onnx]')")
+    from perception import runtime_select
+
+    monkeypatch.setenv("LANELOOP_CACHE", str(tmp_path / "cache"))
+    calls: list[str] = []
+
+    def fake_time(pred, calls_: int = 10) -> float:
+        calls.append(pred.runtime)
+        return {"onnx": 20.3, "openvino": 12.1}[pred.runtime]
+
+    monkeypatch.setattr(runtime_select, "time_predictor", fake_time)
+    pred = load_predictor(QAT_ONNX, runtime="auto", threads=1)
+    assert pred.runtime == "openvino" and sorted(calls) == ["onnx", "openvino"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "runtime auto: openvino (openvino 12.1 ms, onnx 20.3 ms) [measured]"
+    (cache_file,) = (tmp_path / "cache" / "runtime").glob("*.json")
+
+    pred = load_predictor(QAT_ONNX, runtime="auto", threads=1)
+    assert pred.runtime == "openvino" and len(calls) == 2  # no timing: read from the cache
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("[cached]")
+
+    cache_file.write_text("{not json", encoding="utf-8")  # corrupt: ignored, measured again, rewritten
+    pred = load_predictor(QAT_ONNX, runtime="auto", threads=1)
+    assert pred.runtime == "openvino" and len(calls) == 4
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("[measured]")
+    import json
+
+    assert json.loads(cache_file.read_text(encoding="utf-8"))["runtime"] == "openvino"
+
+    load_predictor(QAT_ONNX, runtime="auto", threads=2)  # another thread count: another key
+    assert len(calls) == 6 and len(list((tmp_path / "cache" / "runtime").glob("*.json"))) == 2
+
+
+def test_auto_single_candidate_and_real_timer(
+    tiny_float: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from perception import runtime_select
+
+    monkeypatch.setenv("LANELOOP_CACHE", str(tmp_path / "cache"))
+    pred = load_predictor(tiny_float, runtime="auto", threads=1, compile=False)
+    assert pred.runtime == "torch"
+    assert "the only candidate" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+    assert runtime_select.time_predictor(pred, calls=3) > 0
