@@ -9,7 +9,8 @@ Candidates for a file:
 
 A runtime whose package is not installed is not a candidate. Each candidate is loaded,
 warmed up, then timed on N=10 `predict` calls on a zero frame (median ms); the fastest wins
-(`choose`; a tie goes to the first in `PREFERENCE`). A single candidate is taken untimed.
+(`choose`; a tie goes to the first in `PREFERENCE`). A single candidate is taken untimed
+and unannounced.
 
 The choice is cached as JSON in ``<cache>/runtime/<key>.json`` where ``<cache>`` is
 ``$LANELOOP_CACHE``, else ``$XDG_CACHE_HOME/laneloop``, else ``~/.cache/laneloop``, and
@@ -195,10 +196,8 @@ def auto_predictor(
         kw = {"compile": compile} if c.runtime == "torch" else {}
         return load_predictor(c.path, runtime=c.runtime, threads=threads, input_size=input_size, **kw)
 
-    if len(cands) == 1:
-        pred = load(cands[0])
-        print(f"runtime auto: {cands[0].runtime} (the only candidate for {path.name})", file=sys.stderr)
-        return pred
+    if len(cands) == 1:  # nothing to choose: no timing, no cache, no line (a plain .pth stays quiet)
+        return load(cands[0])
     key = cache_key([c.path for c in cands], threads, input_size, compile)
     cache_file = cache_dir() / f"{key}.json"
     cached = _read_cache(cache_file, cands)
