@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--runtime",
-        choices=("auto", "torch", "onnx", "openvino"),
+        choices=("auto", "torch", "onnx", "openvino", "tensorrt"),
         default="auto",
         help=(
             "inference runtime (default auto: the fastest of torch for a .pth, ONNX Runtime and OpenVINO for an "

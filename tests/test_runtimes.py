@@ -208,3 +208,32 @@ def test_auto_single_candidate_and_real_timer(
     assert "runtime auto" not in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()
     assert runtime_select.time_predictor(pred, calls=3) > 0
+
+
+# ----------------------------------------------------------------------------- TensorRT (ORT execution provider)
+
+
+def _has_tensorrt() -> bool:
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "TensorrtExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def test_tensorrt_missing_fails_in_one_line() -> None:
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install 'laneloop[onnx]')")
+    if _has_tensorrt():
+        pytest.skip("this onnxruntime has TensorRT: the missing-provider message is not reachable")
+    with pytest.raises(CheckpointError, match=r"^TensorRT needs onnxruntime-gpu with TensorRT and an NVIDIA GPU"):
+        load_predictor(QAT_ONNX, runtime="tensorrt", threads=1)
+
+
+def test_tensorrt_agrees_with_ort_cpu(sim_frames: list[np.ndarray]) -> None:
+    if not _has_tensorrt():
+        pytest.skip("no TensorrtExecutionProvider (needs onnxruntime-gpu with TensorRT and an NVIDIA GPU)")
+    trt = load_predictor(QAT_ONNX, runtime="tensorrt", threads=1)
+    ort = load_predictor(QAT_ONNX, runtime="onnx", threads=2)
+    assert trt.runtime == "tensorrt" and trt.meta == read_onnx_meta(QAT_ONNX)
+    same = sum(int((trt.predict(f) == ort.predict(f)).sum()) for f in sim_frames)
+    assert same / sum(f.shape[0] * f.shape[1] for f in sim_frames) >= 0.99

@@ -50,7 +50,7 @@ Predict = Callable[[torch.Tensor], torch.Tensor]
 #: (dataset indices of the batch, images, targets, predictions) -> None; e.g. writes PNGs.
 OnBatch = Callable[[range, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
-RUNTIMES = ("torch", "onnx", "openvino", "auto")
+RUNTIMES = ("torch", "onnx", "openvino", "tensorrt", "auto")
 
 
 def predictions(logits: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,7 @@ def load_predict(path: str | Path, runtime: str = "torch") -> tuple[Predict, Che
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r} (choose one of: {', '.join(RUNTIMES)})")
-    if runtime in ("onnx", "openvino", "auto"):
+    if runtime in ("onnx", "openvino", "tensorrt", "auto"):
         from perception.predictor import load_predictor
 
         # An .onnx file from quant/export.py (float or int8 QDQ), or a float .pth exported on the fly.
