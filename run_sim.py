@@ -107,7 +107,7 @@ def load_models(
     names = unique_names(paths)
     loaded = []
     for name, path in zip(names, paths, strict=True):
-        kw = {} if compile or runtime != "torch" else {"compile": False}
+        kw = {} if compile or runtime not in ("torch", "auto") else {"compile": False}
         predictor = load_predictor(path, runtime=runtime, threads=threads, **kw)
         task = predictor.meta.task
         if task["kind"] == "binary" and list(task["tags"]) != [ROADLINE_TAG]:
@@ -176,9 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         action="append",
         metavar="CKPT",
-        help=f"checkpoint (.pth, or .onnx with --runtime onnx); repeat to compare (default: models/{DEFAULT_MODEL})",
+        help=(
+            "checkpoint (.pth, or .onnx with --runtime onnx/openvino); repeat to compare "
+            f"(default: models/{DEFAULT_MODEL})"
+        ),
     )
-    g.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="inference runtime (default torch)")
+    g.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "onnx", "openvino", "tensorrt"),
+        default="auto",
+        help=(
+            "inference runtime (default auto: the fastest of torch for a .pth, ONNX Runtime and OpenVINO for an "
+            ".onnx or a sibling .onnx of the same model, timed once per machine and cached)"
+        ),
+    )
     g.add_argument("--threads", type=int, help="intra-op threads of the runtime (default: all cores)")
     g.add_argument(
         "--no-compile",

@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import importlib.util
 import json
 import tempfile
 import time
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
+    parser.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO rows (skipped if absent)")
     parser.add_argument("--no-compile-float", action="store_true", help="skip float torch.compile")
     parser.add_argument("--test-frames", type=int, default=None, help="score only N test frames")
     parser.add_argument("--out", default=None, help="markdown output (and .json next to it)")
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         preds["float eager"] = load_predictor(args.model, threads=args.threads, input_size=size, compile=False)
         if not args.no_compile_float:
             preds["float compiled"] = load_predictor(args.model, threads=args.threads, input_size=size)
+        int8_onnx = None
         if not args.no_onnx:
             from quant.export import export_onnx
 
@@ -129,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
                 files.setdefault("int8 ORT .onnx", q)
                 preds["int8 ORT"] = load_predictor(q, runtime="onnx", threads=args.threads)
+                int8_onnx = q
+        if not args.no_openvino and importlib.util.find_spec("openvino") is not None:
+            preds["float OpenVINO"] = load_predictor(
+                args.model, runtime="openvino", threads=args.threads, input_size=size
+            )
+            if int8_onnx is not None:  # the same int8 QDQ file as the "int8 ORT" row
+                preds["int8 OpenVINO"] = load_predictor(int8_onnx, runtime="openvino", threads=args.threads)
         preds["int8 PTQ"] = load_predictor(ptq, threads=args.threads, input_size=size)
         if args.qat:
             preds["int8 QAT"] = load_predictor(args.qat, threads=args.threads, input_size=size)

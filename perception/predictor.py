@@ -15,6 +15,13 @@ Runtimes:
 - ``"onnx"``: ONNX Runtime on a ``.onnx`` file from ``quant/export.py`` (float or int8
   QDQ; its `CheckpointMeta` is stored in the file), or on a float ``.pth`` exported on the
   fly.
+- ``"openvino"``: OpenVINO (CPU plugin, f32 precision hint) on the same files
+  (`perception.openvino_runtime`; optional extra ``laneloop[openvino]``).
+- ``"tensorrt"``: ONNX Runtime's TensorRT execution provider (NVIDIA GPU; needs
+  onnxruntime-gpu built with TensorRT, optional extra ``laneloop[tensorrt]``) on the same
+  files. Never an ``auto`` candidate.
+- ``"auto"``: the fastest of these for the file on this machine, measured once and cached
+  (`perception.runtime_select`); `Predictor.runtime` names the one chosen.
 
 Per-frame work is kept lean: one fused scale/shift into a preallocated NCHW buffer, a
 ``torch.from_numpy`` view (no copy), the model, a threshold and (only when the image is
@@ -43,7 +50,9 @@ from perception.checkpoint import (
     load_checkpoint,
 )
 
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx", "openvino", "tensorrt")
+#: `load_predictor` also takes runtime="auto": the fastest of RUNTIMES here (`perception.runtime_select`).
+AUTO = "auto"
 #: ONNX metadata_props key holding the CheckpointMeta as JSON.
 ONNX_META_KEY = "laneloop.meta"
 DEFAULT_INDUCTOR_CACHE = Path("~/.cache/laneloop/inductor")
@@ -100,7 +109,7 @@ class Predictor:
         meta: the checkpoint's metadata (`CheckpointMeta`).
         name: short display name (file stem, e.g. "unet_ptq").
         scheme: "float", "ptq" or "qat" (from ``meta.quant``).
-        runtime: "torch" or "onnx".
+        runtime: "torch", "onnx" or "openvino".
         input_size: (H, W) the model runs at; images of another size are resized.
         threads: intra-op threads the runtime uses.
     """
@@ -250,9 +259,11 @@ def load_predictor(
     """Load any laneloop model file into a `Predictor`.
 
     Args:
-        path: a ``.pth`` checkpoint (float / ptq / qat) or, for ``runtime="onnx"``, an
-            ``.onnx`` file from ``quant/export.py`` (a float ``.pth`` is exported on the fly).
-        runtime: "torch" or "onnx".
+        path: a ``.pth`` checkpoint (float / ptq / qat) or, for ``runtime="onnx"`` or
+            ``"openvino"``, an ``.onnx`` file from ``quant/export.py`` (a float ``.pth`` is
+            exported on the fly).
+        runtime: "torch", "onnx", "openvino", "tensorrt" (GPU), or "auto": time those that can run the file
+            here and keep the fastest (cached; `perception.runtime_select`).
         threads: intra-op threads (default: all cores). Sets torch's global thread count
             for the torch runtime, the session's for ONNX Runtime.
         input_size: (H, W) the model runs at (default: the checkpoint's); frames of any
@@ -264,12 +275,22 @@ def load_predictor(
     Raises CheckpointError for a missing, corrupt or unusable file, ValueError for a bad
     runtime or input size.
     """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; choose one of {list(RUNTIMES)}")
+    if runtime not in RUNTIMES and runtime != AUTO:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {[*RUNTIMES, AUTO]}")
     path = Path(path)
     threads = int(threads) if threads else (os.cpu_count() or 1)
+    if runtime == AUTO:
+        from perception.runtime_select import auto_predictor
+
+        return auto_predictor(path, threads, input_size, compile)
     if runtime == "onnx":
         return _load_onnx_predictor(path, threads, input_size)
+    if runtime == "tensorrt":
+        return _load_onnx_predictor(path, threads, input_size, tensorrt=True)
+    if runtime == "openvino":
+        from perception.openvino_runtime import openvino_predictor
+
+        return openvino_predictor(path, threads, input_size)
     if path.suffix == ".onnx":
         raise CheckpointError(f"{path} is an ONNX file (load it with runtime='onnx' / --runtime onnx)")
     torch.set_num_threads(threads)
@@ -307,33 +328,55 @@ def export_onnx_bytes(model: torch.nn.Module, input_size: tuple[int, int]) -> by
     return program.model_proto.SerializeToString()
 
 
-def ort_session(model: str | bytes, threads: int) -> Any:
+TENSORRT_MISSING = (
+    "TensorRT needs onnxruntime-gpu with TensorRT and an NVIDIA GPU "
+    "(pip install onnxruntime-gpu; or use --runtime onnx/openvino)"
+)
+
+
+def ort_session(model: str | bytes, threads: int, tensorrt: bool = False) -> Any:
     """An ONNX Runtime CPU session with `threads` intra-op threads and full graph optimisation.
 
     int8 weights are fed as this CPU needs them (`perception.ort_int8`: shifted to uint8
-    where the CPU has no VNNI, so ONNX Runtime's kernels do not saturate).
+    where the CPU has no VNNI, so ONNX Runtime's kernels do not saturate). With `tensorrt`,
+    the TensorRT execution provider runs the graph (CUDA, then CPU, take what it cannot);
+    CheckpointError(TENSORRT_MISSING) when this onnxruntime has no TensorRT provider.
     """
     import onnxruntime as ort
 
     from perception.ort_int8 import prepare_for_ort
 
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if tensorrt:
+        available = ort.get_available_providers()
+        if "TensorrtExecutionProvider" not in available:
+            raise CheckpointError(TENSORRT_MISSING)
+        providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        providers = [p for p in providers if p in available]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        return ort.InferenceSession(prepare_for_ort(model), sess_options=opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            model if tensorrt else prepare_for_ort(model), sess_options=opts, providers=providers
+        )
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         where = model if isinstance(model, str) else "the exported model"
         raise CheckpointError(f"ONNX Runtime cannot load {where}: {str(exc)[:300]} (re-export it)") from None
+    if tensorrt and session.get_providers()[0] != "TensorrtExecutionProvider":
+        raise CheckpointError(TENSORRT_MISSING)
+    return session
 
 
-def _load_onnx_predictor(path: Path, threads: int, input_size: tuple[int, int] | None) -> Predictor:
+def _load_onnx_predictor(
+    path: Path, threads: int, input_size: tuple[int, int] | None, tensorrt: bool = False
+) -> Predictor:
     if path.suffix == ".onnx":
         if not path.is_file():
             raise CheckpointError(f"ONNX file not found: {path} (check the path)")
         meta = read_onnx_meta(path)
-        session = ort_session(str(path), threads)
+        session = ort_session(str(path), threads, tensorrt)
     else:
         _, meta = load_checkpoint(path)
         if meta.quant["scheme"] != "float":
@@ -343,7 +386,7 @@ def _load_onnx_predictor(path: Path, threads: int, input_size: tuple[int, int] |
             )
         model, meta = build_from_checkpoint(path)
         size = _check_size(meta, input_size or meta.input_size)
-        session = ort_session(export_onnx_bytes(model, size), threads)
+        session = ort_session(export_onnx_bytes(model, size), threads, tensorrt)
     inp = session.get_inputs()[0]
     shape = inp.shape
     fixed = tuple(shape[2:4]) if all(isinstance(d, int) for d in shape[2:4]) else None
@@ -358,6 +401,9 @@ def _load_onnx_predictor(path: Path, threads: int, input_size: tuple[int, int] |
     def run(x: np.ndarray) -> np.ndarray:
         return session.run(None, {name: x})[0]
 
+    if tensorrt:
+        kind = "float" if meta.quant["scheme"] == "float" else "int8 QDQ"
+        return Predictor(meta, path.stem, "tensorrt", run, size, threads, description=f"{kind} ORT TensorRT EP")
     kind = "float"
     if meta.quant["scheme"] != "float":
         from perception.ort_int8 import weight_plan
@@ -384,6 +430,7 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
 
 
 __all__ = [
+    "AUTO",
     "RUNTIMES",
     "Predictor",
     "Timing",

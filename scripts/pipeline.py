@@ -149,6 +149,7 @@ def plan(s: Setting, work: Path) -> list[Step]:
     steps.append(Step(f"run_sim.py on {s.scenario}", py + [
         "run_sim.py", "--model", str(flt), "--model", str(ptq), "--model", str(qat), "--scenario", s.scenario,
         "--frames", str(s.loop_frames), "--threads", str(s.threads), "--out", str(loop), "--overwrite",
+        "--runtime", "torch",  # the three schemes in one runtime (auto would move the QAT slot to its .onnx)
         "--no-progress"], [loop / "summary.json"], [flt, ptq, qat]))
     return steps
 

@@ -50,7 +50,7 @@ Predict = Callable[[torch.Tensor], torch.Tensor]
 #: (dataset indices of the batch, images, targets, predictions) -> None; e.g. writes PNGs.
 OnBatch = Callable[[range, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("torch", "onnx", "openvino", "tensorrt", "auto")
 
 
 def predictions(logits: torch.Tensor) -> torch.Tensor:
@@ -114,11 +114,11 @@ def load_predict(path: str | Path, runtime: str = "torch") -> tuple[Predict, Che
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r} (choose one of: {', '.join(RUNTIMES)})")
-    if runtime == "onnx":
+    if runtime in ("onnx", "openvino", "tensorrt", "auto"):
         from perception.predictor import load_predictor
 
         # An .onnx file from quant/export.py (float or int8 QDQ), or a float .pth exported on the fly.
-        pred = load_predictor(path, runtime="onnx", threads=torch.get_num_threads())
+        pred = load_predictor(path, runtime=runtime, threads=torch.get_num_threads())
 
         def run_onnx(images: torch.Tensor) -> torch.Tensor:
             logits = [pred.run_normalised(images[i : i + 1].numpy()) for i in range(len(images))]
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="checkpoint (.pth); with --runtime onnx also an .onnx file")
+    p.add_argument("--model", required=True, help="checkpoint (.pth); with --runtime onnx/openvino also an .onnx file")
     p.add_argument("--data", action="append", required=True, help="dataset folder (repeat to merge several)")
     p.add_argument("--split", default="test", help="train, val, test or all (default test)")
     p.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default 8)")
