@@ -85,8 +85,53 @@ def fail(message: str, code: int = EXIT_ERROR) -> int:
     return code
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
+def raise_interrupt(signum: int, frame: object) -> None:
+    """A signal handler that unwinds like Ctrl-C."""
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+class SigtermAsInterrupt:
+    """SIGTERM raises KeyboardInterrupt from `install()` to `restore()` (not a block: a backend
+    holds it from reset to close), unless the application handles SIGTERM itself."""
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+
+    def install(self) -> None:
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous not in (signal.SIG_DFL, None):
+            return
+        signal.signal(signal.SIGTERM, raise_interrupt)
+        self._previous, self._installed = previous, True
+
+    def restore(self) -> None:
+        if self._installed and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous)
+            self._installed = False
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back while cleanup runs (a half-done cleanup can leave a CARLA server
+    frozen in synchronous mode); raise KeyboardInterrupt after the block if one came."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in sigs}
+    for s in sigs:
+        signal.signal(s, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+    if caught:
+        raise KeyboardInterrupt(f"{signal.Signals(caught[0]).name} during cleanup")
 
 
 @contextmanager
@@ -98,7 +143,7 @@ def interrupt_on_signals() -> Iterator[None]:
         yield
         return
     saved = {
-        signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupt),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, raise_interrupt),
         signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
     }
     try:
@@ -157,6 +202,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "SigtermAsInterrupt",
     "atomic_output",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -164,5 +210,7 @@ __all__ = [
     "fail",
     "interrupt_on_signals",
     "progress_bar",
+    "raise_interrupt",
     "run_cli",
+    "signals_deferred",
 ]
