@@ -357,6 +357,9 @@ def ort_session(model: str | bytes, threads: int, tensorrt: bool = False) -> Any
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No spin-waiting between calls: spinning threads keep the cores busy after each frame and
+    # slow the simulator thread and the other models of a run (docs/runtimes.md measures it).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(
             model if tensorrt else prepare_for_ort(model), sess_options=opts, providers=providers
