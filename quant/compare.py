@@ -226,17 +226,11 @@ def machine_line(threads: tuple[int, ...]) -> str:
     """Where the numbers come from, for every table."""
     import os
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from perception.cpu import describe
+
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, Python {platform.python_version()}; "
+        f"{describe()}; {os.cpu_count()} logical CPUs, torch {torch.__version__}, Python {platform.python_version()}; "
         f"threads {', '.join(map(str, threads))}; batch 1; load average at the start {load} "
         "(other processes on the machine slow torch's OpenMP threads far more than one thread)"
     )
