@@ -12,9 +12,11 @@ turns the mask into lanes in the image plane, in four steps:
    width, widened by `gate_per_row` px per skipped row), one run per lane; a run no lane takes
    starts a new one. A lane that finds no run for `max_gap` of the height (longer than a dash
    gap) ends.
-3. **Joining.** Two lanes that do not share rows are joined when one polynomial fits both
-   within half the gate: dashes cut apart by a gap longer than `max_gap`.
-4. **Fit.** Lanes with runs on fewer than `min_rows` of the rows are dropped (specks, blobs);
+3. **Joining.** A lane is joined to one that starts above its top (at most twice `max_gap`
+   higher) when each one's straight end, extended across the gap, meets the other within the
+   gate: dashes cut apart by a gap longer than `max_gap`.
+4. **Fit.** Specks at a lane's ends (a few rows, after a gap: the widening gate walks on to
+   stray pixels) are cut off; lanes with runs on fewer than `min_rows` of the rows are dropped (specks, blobs);
    each other lane gets a least-squares polynomial x = f(y) (degree `degree`, 1 when the lane
    is short) sampled at every row it spans: the polyline returned. With `max_lanes`, only the
    lanes with the most rows are kept.
@@ -46,6 +48,7 @@ class LaneFitParams:
     gate_per_row: float = 0.3  # extra gate in px per row the lane skipped
     max_gap: float = 0.2  # rows (share of the height) a lane may skip before it ends
     min_rows: float = 0.08  # rows with a run (share of the height) a lane needs
+    min_piece: float = 0.03  # rows (share of the height) of an end piece kept after a gap
     history: int = 8  # last points the prediction is fitted to
     degree: int = 2
     max_lanes: int | None = None
@@ -115,27 +118,68 @@ def _fit(xs: np.ndarray, ys: np.ndarray, degree: int, h: int) -> np.ndarray:
     return np.polyfit(ys, xs, max(0, deg))
 
 
+def _trim(t: _Track, p: LaneFitParams, h: int) -> _Track:
+    """Drop specks at either end of a track: pieces (runs of rows with under 3 rows between
+    them) with fewer than `min_piece` of the height in rows, while more than one piece is left.
+    The tracker's widening gate otherwise walks on from a lane's end to stray pixels."""
+    order = np.argsort(t.ys)
+    ys, xs = np.asarray(t.ys)[order], np.asarray(t.xs)[order]
+    cuts = np.nonzero(np.diff(ys) > 3)[0] + 1
+    pieces = np.split(np.arange(len(ys)), cuts)
+    small = max(3.0, p.min_piece * h)
+    while len(pieces) > 1 and len(pieces[0]) < small:
+        pieces.pop(0)
+    while len(pieces) > 1 and len(pieces[-1]) < small:
+        pieces.pop()
+    keep = np.concatenate(pieces)
+    return _Track(xs[keep].tolist(), ys[keep].tolist())
+
+
+def _line(xs: list[float], ys: list[float]) -> np.ndarray:
+    """Coefficients of x = k * y + c through the points (k = 0 when they span under 2 rows)."""
+    if len(ys) < 2 or np.ptp(ys) < 2:
+        return np.array([0.0, float(np.mean(xs))])
+    return np.polyfit(ys, xs, 1)
+
+
+def _continues(lower: _Track, upper: _Track, p: LaneFitParams, w: int) -> bool:
+    """True when `upper` (all above `lower`) carries on `lower`'s line and `lower` carries on
+    `upper`'s: each end's straight line, fitted to its `history` nearest points, meets the
+    other end within the gate widened by the rows between them."""
+    k = 2 * p.history
+    lo = sorted(zip(lower.ys, lower.xs, strict=True))[:k]  # the lower track's top end
+    up = sorted(zip(upper.ys, upper.xs, strict=True))[-k:]  # the upper track's bottom end
+    lo_xs, lo_ys = [x for _, x in lo], [y for y, _ in lo]
+    up_xs, up_ys = [x for _, x in up], [y for y, _ in up]
+    gap = min(lower.ys) - max(upper.ys)
+    gate = p.gate * w + p.gate_per_row * gap
+    a, b = _line(lo_xs, lo_ys), _line(up_xs, up_ys)
+    return (
+        float(np.mean(np.abs(np.polyval(a, up_ys) - up_xs))) <= gate
+        and float(np.mean(np.abs(np.polyval(b, lo_ys) - lo_xs))) <= gate
+    )
+
+
 def _join(tracks: list[_Track], p: LaneFitParams, h: int, w: int) -> list[_Track]:
-    """Join tracks that share no row and fit one polynomial within half the gate (step 3)."""
-    tol = p.gate * w / 2
-    tracks = sorted(tracks, key=lambda t: -len(t.ys))
+    """Join a track to one that lies wholly above it, at most twice `max_gap` higher, when each
+    continues the other's line (step 3); the nearest such track first."""
+    reach = 2 * p.max_gap * h
+    tracks = sorted(tracks, key=lambda t: -max(t.ys))  # lowest first
     joined = True
     while joined:
         joined = False
-        for i in range(len(tracks)):
-            a = tracks[i]
-            for j in range(i + 1, len(tracks)):
+        for i, a in enumerate(tracks):
+            above = [
+                (min(a.ys) - max(b.ys), j)
+                for j, b in enumerate(tracks)
+                if j != i and 0 < min(a.ys) - max(b.ys) <= reach and _continues(a, b, p, w)
+            ]
+            if above:
+                j = min(above)[1]
                 b = tracks[j]
-                if min(a.ys) <= max(b.ys) and min(b.ys) <= max(a.ys):
-                    continue  # they share rows: two lanes side by side
-                xs, ys = np.asarray(a.xs + b.xs), np.asarray(a.ys + b.ys)
-                resid = xs - np.polyval(_fit(xs, ys, p.degree, h), ys)
-                if np.sqrt(np.mean(resid**2)) <= tol:
-                    tracks[i] = _Track(a.xs + b.xs, a.ys + b.ys)
-                    del tracks[j]
-                    joined = True
-                    break
-            if joined:
+                tracks[i] = _Track(b.xs + a.xs, b.ys + a.ys)
+                del tracks[j]
+                joined = True
                 break
     return tracks
 
@@ -148,7 +192,7 @@ def mask_to_lanes(mask: np.ndarray, params: LaneFitParams | None = None) -> list
     if m.ndim != 2:
         raise ValueError(f"expected an HxW mask, got shape {m.shape}")
     h, w = m.shape
-    tracks = _join(_track(m, p), p, h, w)
+    tracks = _join([_trim(t, p, h) for t in _track(m, p)], p, h, w)
     tracks = [t for t in tracks if len(set(t.ys)) >= max(2, p.min_rows * h)]
     tracks.sort(key=lambda t: -len(t.ys))
     if p.max_lanes is not None:
