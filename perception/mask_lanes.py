@@ -3,9 +3,11 @@
 TuSimple and CULane score lane *instances*; our U-Net outputs one mask of marking pixels. This
 turns the mask into lanes in the image plane, in four steps:
 
-1. **Runs.** Each row's connected runs of lane pixels, reduced to their centre column. Runs
-   wider than `max_run` (a share of the width) are dropped: a painted line seen in perspective
-   is a few pixels wide per row, a car, a road edge seen flat or the horizon is not.
+1. **Runs.** Each row's connected runs of lane pixels, reduced to their centre column. A
+   painted line seen in perspective is a few pixels wide per row, a car, a road edge seen flat
+   or the horizon is not: runs wider than `max_run` (a share of the width) start no lane, and
+   continue one only when the lane's slant explains the width (width <= `max_run` + |dx/dy|
+   px, at most `max_wide_run`): an outer lane in a squashed 320x160 frame runs at dx/dy ~ 5.
 2. **Tracking, bottom-up.** Lanes start at the bottom of the image where they are widest
    apart. Each lane predicts its x at the next row from a line through its last `history`
    points; a run joins the nearest lane whose prediction is within the gate (`gate` of the
@@ -21,7 +23,9 @@ turns the mask into lanes in the image plane, in four steps:
    is short) sampled at every row it spans: the polyline returned. With `max_lanes`, only the
    lanes with the most rows are kept.
 
-Limits (why the lane metrics measure this decoder as well as the model): lanes are assumed to
+Limits (why the lane metrics measure this decoder as well as the model): it is made for thin
+masks of painted pixels, so a lane whose runs are wider than `max_run` from its first row on
+(a line drawn thick, or very slanted) never starts; lanes are assumed to
 run up the image, so horizontal markings (stop lines, crossings) are dropped and lanes that
 bend past horizontal are cut; near the vanishing point converging lanes merge into one run and
 the tracker keeps only one of them; a lane that forks, or two dashes of neighbouring lanes
@@ -43,7 +47,8 @@ import numpy as np
 class LaneFitParams:
     """Post-processing settings, as shares of the mask size so they hold at any resolution."""
 
-    max_run: float = 0.06  # widest run kept, share of the width
+    max_run: float = 0.06  # widest run that starts or continues any lane, share of the width
+    max_wide_run: float = 0.15  # widest run that continues a slanted lane (width <= max_run + |dx/dy|)
     gate: float = 0.03  # how far (share of the width) a run may be from a lane's predicted x
     gate_per_row: float = 0.3  # extra gate in px per row the lane skipped
     max_gap: float = 0.2  # rows (share of the height) a lane may skip before it ends
@@ -63,12 +68,13 @@ class _Track:
         self.xs.append(x)
         self.ys.append(y)
 
-    def predict(self, y: float, history: int) -> float:
+    def predict(self, y: float, history: int) -> tuple[float, float]:
+        """(x at row y, slope dx/dy) from a line through the last `history` points."""
         xs, ys = np.asarray(self.xs[-history:]), np.asarray(self.ys[-history:])
         if len(xs) < 3 or np.ptp(ys) < 2:
-            return float(xs[-1])
+            return float(xs[-1]), 0.0
         k, c = np.polyfit(ys, xs, 1)
-        return float(k * y + c)
+        return float(k * y + c), float(k)
 
 
 def row_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,8 +89,9 @@ def row_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _track(mask: np.ndarray, p: LaneFitParams) -> list[_Track]:
     h, w = mask.shape
     rows, centres, widths = row_runs(mask)
-    keep = widths <= max(1.0, p.max_run * w)
-    rows, centres = rows[keep], centres[keep]
+    thin = max(1.0, p.max_run * w)
+    keep = widths <= max(thin, p.max_wide_run * w)
+    rows, centres, widths = rows[keep], centres[keep], widths[keep]
     bounds = np.searchsorted(rows, np.arange(h + 1))
     gate0, max_gap = p.gate * w, max(1, round(p.max_gap * h))
     active: list[_Track] = []
@@ -94,21 +101,23 @@ def _track(mask: np.ndarray, p: LaneFitParams) -> list[_Track]:
         for t in active:
             (still if t.ys[-1] - y <= max_gap else done).append(t)
         active = still
-        xs = centres[bounds[y] : bounds[y + 1]]
+        xs, ws = centres[bounds[y] : bounds[y + 1]], widths[bounds[y] : bounds[y + 1]]
         if len(xs) == 0:
             continue
         pairs = []
         for ti, t in enumerate(active):
             gate = gate0 + p.gate_per_row * (t.ys[-1] - y - 1)
-            dist = np.abs(xs - t.predict(y, p.history))
-            pairs += [(float(dist[ri]), ti, ri) for ri in np.nonzero(dist <= gate)[0]]
+            x, k = t.predict(y, p.history)
+            # a wide run continues a lane only when the lane's slant explains its width
+            ok = (np.abs(xs - x) <= gate) & (ws <= thin + abs(k))
+            pairs += [(float(abs(xs[ri] - x)), ti, ri) for ri in np.nonzero(ok)[0]]
         used_t, used_r = set(), set()
         for _, ti, ri in sorted(pairs):
             if ti not in used_t and ri not in used_r:
                 used_t.add(ti)
                 used_r.add(ri)
                 active[ti].add(float(xs[ri]), float(y))
-        active += [_Track([float(xs[ri])], [float(y)]) for ri in range(len(xs)) if ri not in used_r]
+        active += [_Track([float(xs[ri])], [float(y)]) for ri in range(len(xs)) if ri not in used_r and ws[ri] <= thin]
     return done + active
 
 
