@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -309,8 +310,7 @@ def lane_ious(
     return ious
 
 
-@dataclass(frozen=True)
-class CULaneFrame:
+class CULaneFrame(NamedTuple):
     """One frame's CULane lane counts."""
 
     tp: int
