@@ -173,7 +173,8 @@ def import_tusimple(
     source = {
         "importer": "collect.import_tusimple",
         "origin": str(root),
-        "label_files": sorted({f"{Path(p).name}" for p in label_files(root, jsons)}),
+        # relative to ROOT, so collect.real_lanes can read the lanes back for the lane metrics
+        "label_files": sorted({Path(os.path.relpath(p, root)).as_posix() for p in label_files(root, jsons)}),
         "line_width": line_width,
         "labels": (
             f"TuSimple lane points joined into polylines {line_width:g} source pixels wide, RoadLine (24); "

@@ -196,24 +196,39 @@ def evaluate_checkpoint(
     runtime: str = "torch",
     save_predictions: str | Path | None = None,
     progress: bool = False,
+    metrics: str = "auto",
 ) -> dict[str, Any]:
-    """Metrics of a checkpoint on a dataset split (see the module doc for their rules)."""
+    """Metrics of a checkpoint on a dataset split (see the module doc for their rules);
+    `metrics` adds the real lane metrics (train/real_metrics.py: auto, pixel or real)."""
+    from train.real_metrics import chain, real_scorer
+
     predict, meta = load_predict(model_path, runtime)
     dataset = dataset_for(meta, roots, split)
+    real, real_why = real_scorer(dataset, meta.task["kind"], metrics)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     on_batch = prediction_writer(dataset, Path(save_predictions)) if save_predictions else None
+    on_batch = chain(on_batch, real.on_batch if real else None)
     batches = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False)
     result = score(predict, batches, meta.task["kind"], meta.num_classes, on_batch=on_batch)
     result.pop("loss")
     result.update(model=str(model_path), data=[str(r) for r in roots], split=split, runtime=runtime)
     result["task"] = meta.task
     result["input_size"] = list(meta.input_size)
+    if real is not None:
+        result["real_lanes"] = real.compute()
+    elif real_why:
+        result["real_lanes_skipped"] = real_why
     return result
 
 
 def format_result(r: dict[str, Any]) -> str:
     """Human-readable summary of `evaluate_checkpoint`'s result."""
     if r["task"]["kind"] == "binary":
+        from train.real_metrics import format_real
+
+        real = format_real(r["real_lanes"]) if "real_lanes" in r else []
+        if r.get("real_lanes_skipped"):
+            real = [f"no real lane metrics: {r['real_lanes_skipped']}"]
         return "\n".join(
             [
                 f"dataset IoU        {r['iou']:.4f}   (pixels pooled over {r['frames']} frames)",
@@ -224,6 +239,7 @@ def format_result(r: dict[str, Any]) -> str:
                 f"F1                 {r['f1']:.4f}",
                 f"empty frames       {r['empty_frames']}        "
                 "(no lane in truth nor prediction: no IoU, counted apart)",
+                *real,
             ]
         )
     per_class = ", ".join(f"{t}: {v:.3f}" for t, v in zip(r["task"]["tags"], r["per_class_iou"], strict=True))
@@ -248,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default 8)")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch", help="inference runtime (default torch)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: all cores)")
+    p.add_argument(
+        "--metrics",
+        choices=("auto", "pixel", "real"),
+        default="auto",
+        help="real: also TuSimple accuracy, CULane F1, F1 @3px (imported TuSimple/CULane folders; auto: when "
+        "every folder is one); pixel: IoU only (default auto)",
+    )
     p.add_argument("--save-predictions", metavar="DIR", help="write predicted label and overlay PNGs here")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
@@ -267,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             raise FileExistsError(f"{args.json} exists (pass --overwrite to replace it)")
         result = evaluate_checkpoint(
             args.model, args.data, args.split, args.batch_size, args.runtime, args.save_predictions,
-            progress=not args.no_progress and sys.stderr.isatty(),
+            progress=not args.no_progress and sys.stderr.isatty(), metrics=args.metrics,
         )  # fmt: skip
     except (CheckpointError, DatasetError, ValueError, OSError) as e:
         if args.debug:
