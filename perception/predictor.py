@@ -372,24 +372,28 @@ def ort_session(model: str | bytes, threads: int, tensorrt: bool = False) -> Any
     return session
 
 
-def _load_onnx_predictor(
-    path: Path, threads: int, input_size: tuple[int, int] | None, tensorrt: bool = False
-) -> Predictor:
+def onnx_source(path: Path, input_size: tuple[int, int] | None, runtime: str) -> tuple[str | bytes, CheckpointMeta]:
+    """What an ONNX-consuming runtime loads: the ``.onnx`` file's path, or a float ``.pth``
+    exported to ONNX bytes at `input_size`; with the model's metadata either way."""
     if path.suffix == ".onnx":
         if not path.is_file():
             raise CheckpointError(f"ONNX file not found: {path} (check the path)")
-        meta = read_onnx_meta(path)
-        session = ort_session(str(path), threads, tensorrt)
-    else:
-        _, meta = load_checkpoint(path)
-        if meta.quant["scheme"] != "float":
-            raise CheckpointError(
-                f"{path} is a {meta.quant['scheme']} checkpoint; for ONNX Runtime export an int8 model "
-                "with: python quant/export.py --model FLOAT.pth --format onnx --int8 --data DIR"
-            )
-        model, meta = build_from_checkpoint(path)
-        size = _check_size(meta, input_size or meta.input_size)
-        session = ort_session(export_onnx_bytes(model, size), threads, tensorrt)
+        return str(path), read_onnx_meta(path)
+    _, meta = load_checkpoint(path)
+    if meta.quant["scheme"] != "float":
+        raise CheckpointError(
+            f"{path} is a {meta.quant['scheme']} checkpoint; for {runtime} export an int8 model "
+            "with: python quant/export.py --model FLOAT.pth --format onnx --int8 --data DIR"
+        )
+    model, meta = build_from_checkpoint(path)
+    return export_onnx_bytes(model, _check_size(meta, input_size or meta.input_size)), meta
+
+
+def _load_onnx_predictor(
+    path: Path, threads: int, input_size: tuple[int, int] | None, tensorrt: bool = False
+) -> Predictor:
+    source, meta = onnx_source(path, input_size, "ONNX Runtime")
+    session = ort_session(source, threads, tensorrt)
     inp = session.get_inputs()[0]
     shape = inp.shape
     fixed = tuple(shape[2:4]) if all(isinstance(d, int) for d in shape[2:4]) else None

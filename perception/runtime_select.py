@@ -83,7 +83,7 @@ def candidates(path: str | os.PathLike[str]) -> list[Candidate]:
     else:
         out.append(Candidate("torch", path))
         sibling = path.with_suffix(".onnx")
-        if sibling.is_file() and _scheme(sibling) is not None and _scheme(sibling) == _scheme(path):
+        if sibling.is_file() and (scheme := _scheme(sibling)) is not None and scheme == _scheme(path):
             onnx_file = sibling
     if onnx_file is not None:
         if _installed("onnxruntime"):
