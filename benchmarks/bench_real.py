@@ -25,19 +25,13 @@ import argparse
 import json
 import math
 import tempfile
-from collections.abc import Callable
 from typing import Any
-
-import numpy as np
 
 from collect.dataset import LaneDataset
 from collect.real_dev import DEV_ENV, dev_root, import_dev_sets
 from perception.cpu import cpu_info
-from perception.lane_metrics import draw_lane
-from perception.mask_lanes import scale_lanes
 from perception.predictor import load_predictor
-from sim.tags import ROAD_LINE
-from train.real_metrics import RealLaneScorer
+from train.real_metrics import score_set, thin_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (160, 320)
@@ -50,29 +44,6 @@ MODELS = (
     ("unet_qat .onnx", "unet_qat.onnx", "onnx"),
 )
 DECODER_CHECK = "label lanes 2 px (decoder check)"
-
-#: (scorer, frame index, rgb, label mask) -> predicted bool mask at the label's size
-Predict = Callable[[RealLaneScorer, int, np.ndarray, np.ndarray], np.ndarray]
-
-
-def score_set(dataset: LaneDataset, predict: Predict) -> dict[str, Any]:
-    """Every frame of `dataset` through `predict`, scored by a `RealLaneScorer`."""
-    scorer = RealLaneScorer(dataset)
-    for i in range(len(dataset)):
-        rgb, labels = dataset.load(i)
-        label = labels == ROAD_LINE
-        scorer.update(i, predict(scorer, i, rgb, label), label)
-    return scorer.compute()
-
-
-def thin_labels(scorer: RealLaneScorer, i: int, rgb: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """The frame's label lanes drawn 2 px wide at the mask size: what a perfect thin model marks."""
-    root, row = scorer.dataset.items[i]
-    frame = scorer.labels[root][row["id"]]
-    mask = np.zeros(label.shape, bool)
-    for lane in scale_lanes(list(frame.lanes), frame.size, label.shape):
-        mask |= draw_lane(lane, label.shape, 2)
-    return mask
 
 
 def row(dataset: str, frames: int, model: str, r: dict[str, Any]) -> dict[str, Any]:

@@ -385,8 +385,8 @@ def test_dev_frames_decoder_check(tmp_path: Path) -> None:
         pts = [(round(x), y) for x, y in zip(xs, TUSIMPLE_ROWS, strict=True) if x >= 0]
         assert len(pts) >= 10 and all(binary[y, x] for x, y in pts)
 
-    from benchmarks.bench_real import score_set, thin_labels
     from collect.dataset import LaneDataset
+    from train.real_metrics import score_set, thin_labels
 
     for name, folder in import_dev_sets(tmp_path, root).items():
         r = score_set(LaneDataset(folder, split="test", size=(160, 320)), thin_labels)

@@ -12,7 +12,9 @@ Numbers (binary lane task), all from `perception.metrics`, the one IoU of the pr
   "zero IoU from noise") nor a 1: it is left out of the mean per-frame IoU and reported as
   a count. A frame with no true lane pixel but some predicted scores IoU 0.
 
-Multi-class checkpoints report the mean IoU over classes and the IoU of each class.
+On imported TuSimple / CULane folders (`--metrics auto`, the default) binary checkpoints also
+report TuSimple accuracy / FP / FN, CULane F1 and F1 @3px (train/real_metrics.py,
+docs/real_frames.md). Multi-class checkpoints report the mean IoU over classes and the IoU of each class.
 Quantized (PTQ / QAT int8) checkpoints run through their compiled int8 graph
 (`perception.quantized`), frame by frame.
 """

@@ -13,15 +13,17 @@ dataset and the task is binary; `real` requires them; `pixel` leaves them out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from collect.real_lanes import LabelLanes, LaneLabelError, has_label_lanes
-from perception.lane_metrics import CULaneScore, TolerantScore, TuSimpleScore, lane_x_at_rows
+from perception.lane_metrics import CULaneScore, TolerantScore, TuSimpleScore, draw_lane, lane_x_at_rows
 from perception.mask_lanes import LaneFitParams, mask_to_lanes, scale_lanes
 from perception.metrics import BinaryConfusion
+from sim.tags import ROAD_LINE
 
 METRICS = ("auto", "pixel", "real")
 
@@ -65,6 +67,31 @@ class RealLaneScorer:
             "culane": self.culane.compute(),
             "post_processing": asdict(self.params),
         }
+
+
+#: (scorer, frame index, rgb, label mask) -> predicted bool mask at the label's size
+Predict = Callable[[RealLaneScorer, int, np.ndarray, np.ndarray], np.ndarray]
+
+
+def score_set(dataset: Any, predict: Predict) -> dict[str, Any]:
+    """Every frame of a `LaneDataset` through `predict`, scored by a `RealLaneScorer`."""
+    scorer = RealLaneScorer(dataset)
+    for i in range(len(dataset)):
+        rgb, labels = dataset.load(i)
+        label = labels == ROAD_LINE
+        scorer.update(i, predict(scorer, i, rgb, label), label)
+    return scorer.compute()
+
+
+def thin_labels(scorer: RealLaneScorer, i: int, rgb: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """The frame's label lanes drawn 2 px wide at the mask size: what a perfect model of painted
+    lines would mark (a `Predict` that checks the decoder, not a model)."""
+    root, row = scorer.dataset.items[i]
+    frame = scorer.labels[root][row["id"]]
+    mask = np.zeros(label.shape, bool)
+    for lane in scale_lanes(list(frame.lanes), frame.size, label.shape):
+        mask |= draw_lane(lane, label.shape, 2)
+    return mask
 
 
 def real_scorer(dataset: Any, task_kind: str, mode: str = "auto") -> tuple[RealLaneScorer | None, str]:
@@ -114,4 +141,4 @@ def format_real(r: dict[str, Any]) -> list[str]:
     ]
 
 
-__all__ = ["METRICS", "RealLaneScorer", "chain", "format_real", "real_scorer"]
+__all__ = ["METRICS", "Predict", "RealLaneScorer", "chain", "format_real", "real_scorer", "score_set", "thin_labels"]
