@@ -2,7 +2,7 @@
 
 The importers (`import_cityscapes`, `import_tusimple`, `import_culane`) only know their
 dataset's layout: each lists `SourceFrame`s (an image and a way to make its label image) and
-hands them to `import_frames`, which writes our dataset format (collect/format.py) into a
+hands them to `import_frames`, which writes our dataset format (dataset/format.py) into a
 hidden sibling folder of `--out` and moves it into place only once every frame, the index
 and the manifest are complete. A failure or Ctrl-C deletes that folder: `--out` is never
 half-written, and an old dataset there is only removed (with `--overwrite`) after the new
@@ -32,7 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from collect.format import (
+from dataset.format import (
     INDEX_NAME,
     LABEL_DIR,
     MANIFEST_NAME,
@@ -51,7 +51,7 @@ from collect.format import (
     write_index,
     write_manifest,
 )
-from collect.writer import check_new_root, remove_dataset, split_counts, tag_totals
+from dataset.writer import check_new_root, remove_dataset, split_counts, tag_totals
 from plumbing import atomic_write_bytes, progress_bar, run_cli
 from sim.tags import MAX_TAG, ROAD_LINE
 
@@ -338,7 +338,7 @@ def make_parser(prog: str, description: str, examples: str) -> argparse.Argument
     p = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        epilog=f"examples:\n{examples}\nThen check it with: python -m collect.validate DIR (docs/real_datasets.md)",
+        epilog=f"examples:\n{examples}\nThen check it with: python -m dataset.validate DIR (docs/real_datasets.md)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("root", metavar="ROOT", type=Path, help="the dataset's folder, as unpacked from its archives")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from collect.format import (
+from dataset.format import (
     SPLITS,
     STATUS_COMPLETE,
     DatasetError,
@@ -33,7 +33,7 @@ from collect.format import (
     read_index,
     read_manifest,
 )
-from collect.writer import DatasetWriter, WriterError, WriterTimes, check_new_root, split_counts, tag_totals
+from dataset.writer import DatasetWriter, WriterError, WriterTimes, check_new_root, split_counts, tag_totals
 from plumbing import fail, interrupt_on_signals, progress_bar
 from scenarios import Scenario, ScenarioError, load_scenario
 from sim.backend import BACKENDS, BackendError, make_backend

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from collect.dataset import LaneDataset
-from collect.format import DatasetError
+from dataset.format import DatasetError
+from dataset.reader import LaneDataset
 from perception import quantized
 from perception.checkpoint import CheckpointError, CheckpointMeta
 from perception.predictor import use_inductor_cache

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from collect.format import DatasetError
+from dataset.format import DatasetError
 from perception import quantized
 from perception.checkpoint import CheckpointMeta, build_from_checkpoint, load_checkpoint
 from perception.metrics import frame_scores

@@ -28,7 +28,7 @@ from torch.export import Dim
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from collect.dataset import LaneDataset
+from dataset.reader import LaneDataset
 from perception import quantized
 from perception.checkpoint import CheckpointMeta, build_from_checkpoint, load_checkpoint
 from perception.metrics import BinaryConfusion

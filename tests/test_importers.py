@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from collect.cityscapes_labels import ANNOTATED_TAGS, CITYSCAPES_TO_CARLA
-from collect.dataset import IGNORE_INDEX, LaneDataset
-from collect.format import DatasetError, read_index, read_labels, read_manifest, read_rgb
 from collect.import_cityscapes import main as cityscapes_main
 from collect.import_culane import main as culane_main
 from collect.import_tusimple import main as tusimple_main
 from collect.importers import lane_mask
-from collect.validate import validate
+from dataset.format import DatasetError, read_index, read_labels, read_manifest, read_rgb
+from dataset.reader import IGNORE_INDEX, LaneDataset
+from dataset.validate import validate
 from sim.tags import IDS, ROAD_LINE
 
 REPO = Path(__file__).resolve().parents[1]

@@ -38,10 +38,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from collect.dataset import IGNORE_INDEX, LaneDataset
-from collect.format import DatasetError, atomic_write_bytes, encode_label_png, encode_rgb_png
+from dataset.format import DatasetError, encode_label_png, encode_rgb_png
+from dataset.reader import IGNORE_INDEX, LaneDataset
 from perception.checkpoint import CheckpointError, CheckpointMeta, build_from_checkpoint, load_checkpoint
 from perception.metrics import BinaryConfusion, ConfusionMatrix
+from plumbing import atomic_write_bytes
 
 log = logging.getLogger("train.evaluate")
 

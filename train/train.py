@@ -4,7 +4,7 @@
 
 (docs/training.md has the recording and training commands of the reference result.)
 
-Reads the "train" and "val" splits of the dataset folders (`collect.dataset.LaneDataset`),
+Reads the "train" and "val" splits of the dataset folders (`dataset.reader.LaneDataset`),
 trains with AdamW and a cosine or one-cycle schedule stepped per batch, scores the val
 split after every epoch with `perception.metrics` and writes, in ``--out``:
 
@@ -44,8 +44,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from collect.dataset import LaneDataset
-from collect.format import MANIFEST_NAME, DatasetError
+from dataset.format import MANIFEST_NAME, DatasetError
+from dataset.reader import LaneDataset
 from perception.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
 from perception.models import build_model
 from plumbing import atomic_output, interrupt_on_signals, progress_bar

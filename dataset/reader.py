@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from collect.format import (
+from dataset.format import (
     INDEX_NAME,
     SPLITS,
     STATUS_COMPLETE,
@@ -108,7 +108,7 @@ class LaneDataset(Dataset):
                 r = missing[0]
                 raise DatasetError(
                     f"{root}: the index names {len(missing)} frame(s) whose files are missing, e.g. "
-                    f"{r['id']} ({r['rgb']}); check it with: python -m collect.validate {root}"
+                    f"{r['id']} ({r['rgb']}); check it with: python -m dataset.validate {root}"
                 )
             self.manifests.append(manifest)
             self.items += [(root, r) for r in rows]
@@ -161,7 +161,7 @@ class LaneDataset(Dataset):
             return read_rgb(root / row["rgb"]), read_labels(root / row["label"])
         except (OSError, ValueError) as e:
             raise DatasetError(
-                f"{root}: frame {row['id']} unreadable ({e}); check it with: python -m collect.validate {root}"
+                f"{root}: frame {row['id']} unreadable ({e}); check it with: python -m dataset.validate {root}"
             ) from None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

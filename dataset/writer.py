@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from collect.format import (
+from dataset.format import (
     INDEX_NAME,
     LABEL_DIR,
     MANIFEST_NAME,
