@@ -52,7 +52,7 @@ from dataset.format import (
     write_manifest,
 )
 from dataset.writer import check_new_root, remove_dataset, split_counts, tag_totals
-from plumbing import atomic_write_bytes, progress_bar, run_cli
+from plumbing import atomic_write_bytes, progress_bar, run_cli, size_type
 from sim.tags import MAX_TAG, ROAD_LINE
 
 #: (source image height, width), (output height, width) -> HxW uint8 tag ids at the output size.
@@ -314,14 +314,6 @@ def _row(episode: int, frame: int, f: SourceFrame, split: str) -> dict[str, Any]
 # ----------------------------------------------------------------------------- CLI
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """argparse type for --size: '160x320' (height x width) -> (160, 320)."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 16 for p in parts):
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (write height x width, each >= 16, e.g. 160x320)")
-    return int(parts[0]), int(parts[1])
-
-
 def positive_float(text: str) -> float:
     """argparse type for --line-width."""
     try:
@@ -343,7 +335,7 @@ def make_parser(prog: str, description: str, examples: str) -> argparse.Argument
     )
     p.add_argument("root", metavar="ROOT", type=Path, help="the dataset's folder, as unpacked from its archives")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="dataset folder to write")
-    p.add_argument("--size", type=parse_size, metavar="HxW", help="resize every frame, e.g. 160x320 (default: keep)")
+    p.add_argument("--size", type=size_type(16), metavar="HxW", help="resize every frame, e.g. 160x320 (default: keep)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     p.add_argument("--workers", type=int, default=2, help="conversion threads (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -388,7 +380,6 @@ __all__ = [
     "import_frames",
     "lane_mask",
     "make_parser",
-    "parse_size",
     "positive_float",
     "read_image",
     "resize_labels",

@@ -30,7 +30,7 @@ from dataset.format import (
     read_manifest,
     read_rgb,
 )
-from perception.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+from perception.checkpoint import IMAGENET_MEAN, IMAGENET_STD, CheckpointMeta
 from sim.tags import LANE_TAGS, NAMES, parse_tags
 
 IGNORE_INDEX = 255
@@ -181,6 +181,26 @@ class LaneDataset(Dataset):
         return torch.from_numpy(image), torch.from_numpy(target.astype(np.int64))
 
 
+def dataset_for(
+    meta: CheckpointMeta,
+    roots: str | Path | Sequence[str | Path],
+    split: str | Sequence[str],
+    size: tuple[int, int] | None = None,
+) -> LaneDataset:
+    """The split of `roots` the way the checkpoint's model expects it: its task and tags, its
+    input size (or `size`), its normalisation; so evaluation, calibration and fine-tuning see
+    exactly what the model was trained on."""
+    return LaneDataset(
+        roots,
+        split=split,
+        tags=meta.task["tags"],
+        task=meta.task["kind"],
+        size=size or tuple(meta.input_size),
+        mean=meta.normalisation["mean"],
+        std=meta.normalisation["std"],
+    )
+
+
 def _unannotated_message(root: Path, manifest: Manifest, lacking: list[int]) -> str:
     """Why a task cannot be scored on an imported dataset, and which tags it can."""
     names = ", ".join(f"{NAMES.get(t, '?')} ({t})" for t in lacking)
@@ -193,4 +213,4 @@ def _unannotated_message(root: Path, manifest: Manifest, lacking: list[int]) -> 
     )
 
 
-__all__ = ["IGNORE_INDEX", "LaneDataset", "Transform"]
+__all__ = ["IGNORE_INDEX", "LaneDataset", "Transform", "dataset_for"]

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dataset.format import DatasetError, encode_label_png, encode_rgb_png
-from dataset.reader import IGNORE_INDEX, LaneDataset
+from dataset.reader import IGNORE_INDEX, LaneDataset, dataset_for
 from perception.checkpoint import CheckpointError, CheckpointMeta, build_from_checkpoint, load_checkpoint
 from perception.metrics import BinaryConfusion, ConfusionMatrix
 from plumbing import atomic_write_bytes
@@ -141,19 +141,6 @@ def load_predict(path: str | Path, runtime: str = "torch") -> tuple[Predict, Che
         return predict, meta
     model, meta = build_from_checkpoint(path)
     return model.eval(), meta
-
-
-def dataset_for(meta: CheckpointMeta, roots: list[str], split: str) -> LaneDataset:
-    """The split of `roots` the way the checkpoint expects it: its task, input size, normalisation."""
-    return LaneDataset(
-        roots,
-        split=split,
-        tags=meta.task["tags"],
-        task=meta.task["kind"],
-        size=tuple(meta.input_size),
-        mean=meta.normalisation["mean"],
-        std=meta.normalisation["std"],
-    )
 
 
 def prediction_writer(dataset: LaneDataset, out: Path) -> OnBatch:
