@@ -8,6 +8,7 @@ folders, `train/` and `quant/` only consume them.
 - `writer`: `DatasetWriter`, frame by frame and resumable (recordings);
 - `validate`: `python -m dataset.validate DIR`, manifest vs index vs files;
 - `preview`: `python -m dataset.preview DIR`, a contact sheet;
+- `staging`: a whole dataset built aside and moved into place at once (imports);
 - `reader`: `LaneDataset`, the torch `Dataset` training and evaluation read.
 
 Only `reader` imports torch: recording and validating must not pay its import time.
