@@ -145,7 +145,7 @@ def load_predict(path: str | Path, runtime: str = "torch") -> tuple[Predict, Che
 
 def prediction_writer(dataset: LaneDataset, out: Path) -> OnBatch:
     """`OnBatch` that writes, per frame, ``<id>_pred.png`` (predicted tag ids, the label
-    format of collect/) and ``<id>_overlay.png`` (binary: true positives green, false
+    format of dataset/) and ``<id>_overlay.png`` (binary: true positives green, false
     positives red, misses blue; multi-class: predicted class colours blended)."""
     from sim.tags import PALETTE
 
