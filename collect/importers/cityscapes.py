@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 from functools import partial
 from pathlib import Path
+from typing import Unpack
 
 import cv2
 import numpy as np
 
 from collect.cityscapes_labels import ANNOTATED_TAGS, MAX_CITYSCAPES_ID, UNMAPPED, to_tags, unknown_ids
-from collect.importers.convert import ImportResult, import_frames
+from collect.importers.convert import ImportOptions, ImportResult, import_frames
 from collect.importers.pixels import resize_labels
 from collect.importers.source import Source, SourceError, SourceFrame
 
@@ -98,10 +99,7 @@ def import_cityscapes(
     root: str | Path,
     out: str | Path,
     split: str = "val",
-    size: tuple[int, int] | None = None,
-    overwrite: bool = False,
-    workers: int = 2,
-    progress: bool = False,
+    **options: Unpack[ImportOptions],
 ) -> ImportResult:
     """Import one Cityscapes split from `root` into the dataset folder `out` (module doc)."""
     if split not in CS_SPLITS:
@@ -122,12 +120,9 @@ def import_cityscapes(
         out,
         dataset="cityscapes",
         split=split,
-        size=size,
         annotated_tags=ANNOTATED_TAGS,
         source=source,
-        overwrite=overwrite,
-        workers=workers,
-        progress=progress,
+        **options,
     )
 
 

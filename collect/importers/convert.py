@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -44,6 +44,15 @@ from plumbing import atomic_write_bytes, progress_bar
 from sim.tags import MAX_TAG, ROAD_LINE
 
 WEATHER_UNKNOWN = "unknown"
+
+
+class ImportOptions(TypedDict, total=False):
+    """The keyword options every importer takes and hands on to `import_frames` unchanged."""
+
+    size: tuple[int, int] | None  # (height, width) to resize to; None keeps the source size
+    overwrite: bool  # replace an existing dataset in `out`
+    workers: int  # conversion threads
+    progress: bool  # a progress bar on stderr (only on a terminal)
 
 
 @dataclass
@@ -192,4 +201,4 @@ def _row(episode: int, frame: int, f: SourceFrame, split: str) -> dict[str, Any]
     }
 
 
-__all__ = ["WEATHER_UNKNOWN", "ImportResult", "import_frames"]
+__all__ = ["WEATHER_UNKNOWN", "ImportOptions", "ImportResult", "import_frames"]

@@ -21,10 +21,11 @@ from __future__ import annotations
 import argparse
 from functools import partial
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 
-from collect.importers.convert import ImportResult
+from collect.importers.convert import ImportOptions, ImportResult
 from collect.importers.lanes import add_lane_arguments, import_lanes, lane_mask
 from collect.importers.source import Source, SourceError, SourceFrame
 
@@ -104,10 +105,7 @@ def import_culane(
     list_file: str | Path = "list/test.txt",
     line_width: float = DEFAULT_LINE_WIDTH,
     split: str = "test",
-    size: tuple[int, int] | None = None,
-    overwrite: bool = False,
-    workers: int = 2,
-    progress: bool = False,
+    **options: Unpack[ImportOptions],
 ) -> ImportResult:
     """Import the CULane frames `list_file` names (module doc) into the dataset folder `out`."""
     root = Path(root)
@@ -120,10 +118,7 @@ def import_culane(
         details={"list": Path(list_file).as_posix()},
         line_width=line_width,
         split=split,
-        size=size,
-        overwrite=overwrite,
-        workers=workers,
-        progress=progress,
+        **options,
     )
 
 

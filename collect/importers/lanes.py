@@ -12,11 +12,11 @@ import argparse
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
-from collect.importers.convert import ImportResult, import_frames
+from collect.importers.convert import ImportOptions, ImportResult, import_frames
 from collect.importers.source import SourceFrame
 from dataset.format import SPLITS
 from sim.tags import ROAD_LINE
@@ -73,12 +73,11 @@ def import_lanes(
     details: dict[str, Any],
     line_width: float,
     split: str,
-    **options: Any,
+    **options: Unpack[ImportOptions],
 ) -> ImportResult:
     """`import_frames` for a lane-point dataset: lane labels only, described the same way for all.
 
-    `details` are the dataset's own `source` entries (its label files or list); `options`
-    the shared ones (size, overwrite, workers, progress).
+    `details` are the dataset's own `source` entries (its label files or list).
     """
     source = {
         "importer": f"collect.import_{dataset}",  # the old command (still working): imports stay byte-identical

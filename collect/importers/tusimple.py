@@ -29,11 +29,11 @@ import json
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
-from collect.importers.convert import ImportResult
+from collect.importers.convert import ImportOptions, ImportResult
 from collect.importers.lanes import add_lane_arguments, import_lanes, lane_mask
 from collect.importers.source import Source, SourceError, SourceFrame
 
@@ -154,10 +154,7 @@ def import_tusimple(
     jsons: list[str] | None = None,
     line_width: float = DEFAULT_LINE_WIDTH,
     split: str = "test",
-    size: tuple[int, int] | None = None,
-    overwrite: bool = False,
-    workers: int = 2,
-    progress: bool = False,
+    **options: Unpack[ImportOptions],
 ) -> ImportResult:
     """Import the TuSimple frames labelled in `jsons` (default: every label file in `root`) into `out`."""
     root = Path(root)
@@ -170,10 +167,7 @@ def import_tusimple(
         details={"label_files": sorted({f"{Path(p).name}" for p in label_files(root, jsons)})},
         line_width=line_width,
         split=split,
-        size=size,
-        overwrite=overwrite,
-        workers=workers,
-        progress=progress,
+        **options,
     )
 
 
