@@ -6,10 +6,12 @@ folders, `train/` and `quant/` only consume them.
 
 - `format`: the folder layout, manifest, index schema and PNG coding (DESIGN.md "Dataset");
 - `writer`: `DatasetWriter`, frame by frame and resumable (recordings);
+- `staging`: a whole dataset built aside and moved into place at once (imports);
+- `stats`: frames per split, pixels per tag, the summary a recording prints;
 - `validate`: `python -m dataset.validate DIR`, manifest vs index vs files;
 - `preview`: `python -m dataset.preview DIR`, a contact sheet;
-- `staging`: a whole dataset built aside and moved into place at once (imports);
-- `reader`: `LaneDataset`, the torch `Dataset` training and evaluation read.
+- `reader`: `LaneDataset`, the torch `Dataset` training and evaluation read, and
+  `dataset_for` (a split as a checkpoint's model expects it).
 
 Only `reader` imports torch: recording and validating must not pay its import time.
 """

@@ -39,7 +39,7 @@ from dataset.format import (
     write_manifest,
 )
 from dataset.staging import check_replaceable, staged
-from dataset.writer import split_counts, tag_totals
+from dataset.stats import split_counts, tag_totals
 from plumbing import atomic_write_bytes, progress_bar
 from sim.tags import MAX_TAG, ROAD_LINE
 
