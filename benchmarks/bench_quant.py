@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     results["files"] = {k: {"mb": size_mb(v), "smaller_than_float": float_mb / size_mb(v)} for k, v in files.items()}
 
     if args.test_data is not None:
-        from collect.dataset import LaneDataset
+        from dataset.reader import LaneDataset
 
         ds = LaneDataset(args.test_data, split="test")
         base = load_predictor(args.model, threads=args.threads, compile=False)

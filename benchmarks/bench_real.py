@@ -27,8 +27,8 @@ import math
 import tempfile
 from typing import Any
 
-from collect.dataset import LaneDataset
 from collect.real_dev import DEV_ENV, dev_root, import_dev_sets
+from dataset.reader import LaneDataset
 from perception.cpu import cpu_info
 from perception.predictor import load_predictor
 from train.real_metrics import score_set, thin_labels

@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from collect.import_culane import import_culane
-from collect.import_tusimple import import_tusimple
+from collect.importers.culane import import_culane
+from collect.importers.tusimple import import_tusimple
 from perception.lane_metrics import TUSIMPLE_ROWS
 
 DEV_ENV = "LANELOOP_REAL_DEV"

@@ -6,13 +6,15 @@ The conventions of DESIGN.md in one place, so every entry point behaves the same
   new one, and a killed run leaves at most a temporary file beside the target;
 - an expected failure is one line on stderr, ``error: <what> (<what to do>)``, exit 1;
   Ctrl-C and ``kill`` (SIGTERM) end with a line saying what was kept, exit 130 (`run_cli`);
-- long work shows a tqdm bar on stderr, only when stderr is a terminal (`progress_bar`).
+- long work shows a tqdm bar on stderr, only when stderr is a terminal (`progress_bar`);
+- a frame size is written ``HxW``, height first, the same way in every command (`parse_size`).
 
 It imports neither torch nor any laneloop package, so the world (`sim`) may use it too.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -197,6 +199,32 @@ def progress_bar(total: int | None, desc: str, enabled: bool = True, unit: str =
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, **kwargs)
 
 
+# ----------------------------------------------------------------------------- argument types
+
+
+def parse_size(text: str, minimum: int = 1) -> tuple[int, int]:
+    """'160x320' (height x width) -> (160, 320); ValueError saying how to write it otherwise.
+
+    Height first, as numpy shapes and `--size` everywhere; `minimum` bounds each side.
+    """
+    h, sep, w = text.lower().partition("x")
+    if not sep or not (h.isdecimal() and w.isdecimal()) or min(int(h), int(w)) < minimum:
+        raise ValueError(f"bad size {text!r} (write height x width, each >= {minimum}, e.g. 160x320)")
+    return int(h), int(w)
+
+
+def size_type(minimum: int = 1) -> Callable[[str], tuple[int, int]]:
+    """`parse_size` as an argparse ``type=``: a bad size is a usage error with its message (exit 2)."""
+
+    def parse(text: str) -> tuple[int, int]:
+        try:
+            return parse_size(text, minimum)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
 __all__ = [
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
@@ -209,8 +237,10 @@ __all__ = [
     "atomic_write_text",
     "fail",
     "interrupt_on_signals",
+    "parse_size",
     "progress_bar",
     "raise_interrupt",
     "run_cli",
     "signals_deferred",
+    "size_type",
 ]

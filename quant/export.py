@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from collect.format import DatasetError
+from dataset.format import DatasetError
 from perception import quantized
 from perception.checkpoint import CheckpointMeta, build_from_checkpoint, load_checkpoint
 from perception.metrics import frame_scores
@@ -46,10 +46,10 @@ from plumbing import atomic_output
 from quant.common import (
     QuantError,
     add_common_args,
+    binary_dataset_for,
     calibration_frames,
     check_output,
     command_line,
-    dataset_for,
     file_digest,
     run_quant_cli,
     size_mb,
@@ -101,7 +101,7 @@ def _frames(
         order = [split] + [s for s in ("test", "val", "train") if s != split]
         for i, name in enumerate(order):
             try:
-                ds = dataset_for(meta, data, name)
+                ds = binary_dataset_for(meta, data, name)
             except DatasetError:
                 if i == len(order) - 1:
                     raise
@@ -220,7 +220,7 @@ def export_onnx(
         "observer": "minmax",
         "per_channel": True,
         "ort_weights": POLICY,
-        "calibration": {**dataset_for(meta, data, "train").identity(), "frames": calib_frames},
+        "calibration": {**binary_dataset_for(meta, data, "train").identity(), "frames": calib_frames},
         "parent": parent,
     }
     out_meta = dataclasses.replace(

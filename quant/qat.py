@@ -28,7 +28,7 @@ from torch.export import Dim
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from collect.dataset import LaneDataset
+from dataset.reader import LaneDataset
 from perception import quantized
 from perception.checkpoint import CheckpointMeta, build_from_checkpoint, load_checkpoint
 from perception.metrics import BinaryConfusion
@@ -36,8 +36,8 @@ from plumbing import atomic_output
 from quant.common import (
     QuantError,
     add_common_args,
+    binary_dataset_for,
     check_output,
-    dataset_for,
     file_digest,
     quantized_meta,
     run_quant_cli,
@@ -175,8 +175,8 @@ def train_qat(
     state_path = run_dir / "last.pth"
     model, float_meta = build_from_checkpoint(model_path)
     size = tuple(float_meta.input_size)
-    train_ds = dataset_for(float_meta, data, "train")
-    val_full = dataset_for(float_meta, data, "val")
+    train_ds = binary_dataset_for(float_meta, data, "train")
+    val_full = binary_dataset_for(float_meta, data, "val")
     val_idx = torch.linspace(0, len(val_full) - 1, min(cfg.val_frames, len(val_full))).round().long().unique()
     val_ds = Subset(val_full, val_idx.tolist())
 

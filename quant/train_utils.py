@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from collect.dataset import LaneDataset
+from dataset.reader import LaneDataset
 from perception.metrics import BinaryConfusion
 
 

@@ -282,8 +282,8 @@ def _culane_source(root: Path) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from collect.import_culane import import_culane
-    from collect.import_tusimple import import_tusimple
+    from collect.importers.culane import import_culane
+    from collect.importers.tusimple import import_tusimple
 
     tmp = tmp_path_factory.mktemp("real")
     ts = import_tusimple(_tusimple_source(tmp / "ts_src"), tmp / "ts", size=(160, 320)).out
@@ -295,7 +295,7 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("name", ["tusimple", "culane"])
 def test_perfect_prediction_on_imported_folder(imported: dict[str, Path], name: str) -> None:
     """The imported mask as the prediction: every pixel score is 1, every label lane is found."""
-    from collect.dataset import LaneDataset
+    from dataset.reader import LaneDataset
     from sim.tags import ROAD_LINE
     from train.real_metrics import real_scorer
 
@@ -314,8 +314,8 @@ def test_perfect_prediction_on_imported_folder(imported: dict[str, Path], name: 
 
 
 def test_label_lanes_come_from_the_source(imported: dict[str, Path], tmp_path: Path) -> None:
-    from collect.format import read_manifest
     from collect.real_lanes import LabelLanes, LaneLabelError, image_size
+    from dataset.format import read_manifest
 
     ts = LabelLanes(read_manifest(imported["tusimple"]), imported["tusimple"])
     frame = ts["e0000_f000000"]
@@ -385,7 +385,7 @@ def test_dev_frames_decoder_check(tmp_path: Path) -> None:
         pts = [(round(x), y) for x, y in zip(xs, TUSIMPLE_ROWS, strict=True) if x >= 0]
         assert len(pts) >= 10 and all(binary[y, x] for x, y in pts)
 
-    from collect.dataset import LaneDataset
+    from dataset.reader import LaneDataset
     from train.real_metrics import score_set, thin_labels
 
     for name, folder in import_dev_sets(tmp_path, root).items():

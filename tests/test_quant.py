@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from collect.dataset import LaneDataset
 from collect.record import main as record_main
+from dataset.reader import LaneDataset
 from perception import quantized
 from perception.checkpoint import CheckpointError, CheckpointMeta, binary_task, load_checkpoint, save_checkpoint
 from perception.models import build_model

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import train.train as train_mod
-from collect.dataset import IGNORE_INDEX, LaneDataset
 from collect.record import main as record_main
+from dataset.reader import IGNORE_INDEX, LaneDataset
 from perception.checkpoint import build_from_checkpoint, load_checkpoint
 from perception.metrics import BinaryConfusion
 from train.augment import AugmentConfig, AugmentedDataset, PairedAugment, affine_theta, warp_pair

@@ -40,10 +40,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from collect.dataset import IGNORE_INDEX, LaneDataset
-from collect.format import DatasetError, atomic_write_bytes, encode_label_png, encode_rgb_png
+from dataset.format import DatasetError, encode_label_png, encode_rgb_png
+from dataset.reader import IGNORE_INDEX, LaneDataset, dataset_for
 from perception.checkpoint import CheckpointError, CheckpointMeta, build_from_checkpoint, load_checkpoint
 from perception.metrics import BinaryConfusion, ConfusionMatrix
+from plumbing import atomic_write_bytes
 
 log = logging.getLogger("train.evaluate")
 
@@ -144,22 +145,9 @@ def load_predict(path: str | Path, runtime: str = "torch") -> tuple[Predict, Che
     return model.eval(), meta
 
 
-def dataset_for(meta: CheckpointMeta, roots: list[str], split: str) -> LaneDataset:
-    """The split of `roots` the way the checkpoint expects it: its task, input size, normalisation."""
-    return LaneDataset(
-        roots,
-        split=split,
-        tags=meta.task["tags"],
-        task=meta.task["kind"],
-        size=tuple(meta.input_size),
-        mean=meta.normalisation["mean"],
-        std=meta.normalisation["std"],
-    )
-
-
 def prediction_writer(dataset: LaneDataset, out: Path) -> OnBatch:
     """`OnBatch` that writes, per frame, ``<id>_pred.png`` (predicted tag ids, the label
-    format of collect/) and ``<id>_overlay.png`` (binary: true positives green, false
+    format of dataset/) and ``<id>_overlay.png`` (binary: true positives green, false
     positives red, misses blue; multi-class: predicted class colours blended)."""
     from sim.tags import PALETTE
 

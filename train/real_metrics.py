@@ -104,7 +104,7 @@ def real_scorer(dataset: Any, task_kind: str, mode: str = "auto") -> tuple[RealL
     if task_kind != "binary":
         why = "the real lane metrics need a binary lane checkpoint"
     elif not all(has_label_lanes(m) for m in dataset.manifests):
-        why = "the real lane metrics need imported TuSimple or CULane folders (collect.import_tusimple/_culane)"
+        why = "the real lane metrics need imported TuSimple or CULane folders (collect.importers tusimple|culane)"
     if not why:
         try:
             return RealLaneScorer(dataset), ""

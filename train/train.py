@@ -4,7 +4,7 @@
 
 (docs/training.md has the recording and training commands of the reference result.)
 
-Reads the "train" and "val" splits of the dataset folders (`collect.dataset.LaneDataset`),
+Reads the "train" and "val" splits of the dataset folders (`dataset.reader.LaneDataset`),
 trains with AdamW and a cosine or one-cycle schedule stepped per batch, scores the val
 split after every epoch with `perception.metrics` and writes, in ``--out``:
 
@@ -44,11 +44,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from collect.dataset import LaneDataset
-from collect.format import MANIFEST_NAME, DatasetError
+from dataset.format import MANIFEST_NAME, DatasetError
+from dataset.reader import LaneDataset
 from perception.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
 from perception.models import build_model
-from plumbing import atomic_output, interrupt_on_signals, progress_bar
+from plumbing import atomic_output, interrupt_on_signals, parse_size, progress_bar
 from train.augment import AugmentedDataset, PairedAugment
 from train.evaluate import score
 from train.losses import LOSSES, build_loss
@@ -85,16 +85,6 @@ class UsageError(ValueError):
 
 
 # ----------------------------------------------------------------------------- pieces
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'160x320' (height x width) -> (160, 320); None stays None (the recorded size)."""
-    if text is None:
-        return None
-    h, sep, w = text.lower().partition("x")
-    if not sep or not h.isdigit() or not w.isdigit() or int(h) < 1 or int(w) < 1:
-        raise UsageError(f"bad --size {text!r} (write height x width, e.g. 160x320)")
-    return int(h), int(w)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -267,7 +257,11 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--lr must be > 0 and --weight-decay >= 0")
     settings = {k: getattr(args, k) for k in RUN_SETTINGS}
     settings["arch_kwargs"] = arch_kwargs
-    parse_size(settings["size"])
+    if settings["size"] is not None:
+        try:
+            parse_size(settings["size"])
+        except ValueError as e:
+            raise UsageError(f"--size: {e}") from None
     return settings
 
 
@@ -332,7 +326,7 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    size = parse_size(settings["size"])
+    size = None if settings["size"] is None else parse_size(settings["size"])  # None: the recorded size
     train_set = LaneDataset(settings["data"], split="train", tags=settings["tags"], size=size)
     val_set = LaneDataset(settings["data"], split="val", tags=settings["tags"], size=size)
     task, num_classes = train_set.task, train_set.num_classes
