@@ -56,9 +56,9 @@ def openvino_predictor(path: str | Path, threads: int, input_size: tuple[int, in
             raise CheckpointError(f"OpenVINO cannot read {path}: {_short(exc)} (re-export it)") from None
     else:
         _, meta = load_checkpoint(path)
-        if meta.quant["scheme"] != "float":
+        if not meta.quant.is_float:
             raise CheckpointError(
-                f"{path} is a {meta.quant['scheme']} checkpoint; for OpenVINO export an int8 model "
+                f"{path} is a {meta.quant.scheme} checkpoint; for OpenVINO export an int8 model "
                 "with: python quant/export.py --model FLOAT.pth --format onnx --int8 --data DIR"
             )
         torch_model, meta = build_from_checkpoint(path)
@@ -89,7 +89,7 @@ def openvino_predictor(path: str | Path, threads: int, input_size: tuple[int, in
         req.infer({0: x})
         return req.get_output_tensor(0).data
 
-    kind = "float" if meta.quant["scheme"] == "float" else "int8 QDQ"
+    kind = "float" if meta.quant.is_float else "int8 QDQ"
     desc = f"{kind} OpenVINO CPU (f32 precision hint, latency)"
     return Predictor(meta, path.stem, "openvino", run, size, threads, description=desc)
 

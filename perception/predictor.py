@@ -108,7 +108,7 @@ class Predictor:
     Attributes:
         meta: the checkpoint's metadata (`CheckpointMeta`).
         name: short display name (file stem, e.g. "unet_ptq").
-        scheme: "float", "ptq" or "qat" (from ``meta.quant``).
+        scheme: "float", "ptq" or "qat" (``meta.quant.scheme``).
         runtime: "torch", "onnx" or "openvino".
         input_size: (H, W) the model runs at; images of another size are resized.
         threads: intra-op threads the runtime uses.
@@ -128,7 +128,7 @@ class Predictor:
         self.meta = meta
         self.name = name
         self.runtime = runtime
-        self.scheme: str = meta.quant["scheme"]
+        self.scheme: str = meta.quant.scheme
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.threads = threads
         self.description = description
@@ -137,10 +137,10 @@ class Predictor:
         self._warm = False
         h, w = self.input_size
         norm = meta.normalisation
-        std = np.asarray(norm["std"], np.float32)
+        std = np.asarray(norm.std, np.float32)
         # (x / 255 - mean) / std == x * scale + shift, one multiply-add per pixel
         self._scale = (1.0 / (255.0 * std)).astype(np.float32)
-        self._shift = (-np.asarray(norm["mean"], np.float32) / std).astype(np.float32)
+        self._shift = (-np.asarray(norm.mean, np.float32) / std).astype(np.float32)
         self._buf = np.empty((1, 3, h, w), np.float32)
         self._lane_channel = _lane_channel(meta)
 
@@ -222,15 +222,13 @@ class Predictor:
 
 
 def _lane_channel(meta: CheckpointMeta) -> int:
-    tags = list(meta.task["tags"])
-    if meta.task["kind"] == "binary":
-        return 0
-    if ROADLINE_TAG not in tags:
+    channel = meta.task.lane_channel
+    if channel is None:
         raise CheckpointError(
-            f"multi-class checkpoint predicts tags {tags} without RoadLine ({ROADLINE_TAG}); "
+            f"multi-class checkpoint predicts tags {list(meta.task.tags)} without RoadLine ({ROADLINE_TAG}); "
             "the predictor returns lane masks (use a checkpoint that has the RoadLine class)"
         )
-    return tags.index(ROADLINE_TAG)
+    return channel
 
 
 def _torch_runner(module: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[np.ndarray], np.ndarray]:
@@ -296,7 +294,7 @@ def load_predictor(
     torch.set_num_threads(threads)
     _, meta = load_checkpoint(path)
     size = _check_size(meta, input_size or meta.input_size)
-    scheme = meta.quant["scheme"]
+    scheme = meta.quant.scheme
     if scheme == "float":
         model, meta = build_from_checkpoint(path)
         module: Callable[[torch.Tensor], torch.Tensor] = model
@@ -379,9 +377,9 @@ def _load_onnx_predictor(
         session = ort_session(str(path), threads, tensorrt)
     else:
         _, meta = load_checkpoint(path)
-        if meta.quant["scheme"] != "float":
+        if not meta.quant.is_float:
             raise CheckpointError(
-                f"{path} is a {meta.quant['scheme']} checkpoint; for ONNX Runtime export an int8 model "
+                f"{path} is a {meta.quant.scheme} checkpoint; for ONNX Runtime export an int8 model "
                 "with: python quant/export.py --model FLOAT.pth --format onnx --int8 --data DIR"
             )
         model, meta = build_from_checkpoint(path)
@@ -402,10 +400,10 @@ def _load_onnx_predictor(
         return session.run(None, {name: x})[0]
 
     if tensorrt:
-        kind = "float" if meta.quant["scheme"] == "float" else "int8 QDQ"
+        kind = "float" if meta.quant.is_float else "int8 QDQ"
         return Predictor(meta, path.stem, "tensorrt", run, size, threads, description=f"{kind} ORT TensorRT EP")
     kind = "float"
-    if meta.quant["scheme"] != "float":
+    if not meta.quant.is_float:
         from perception.ort_int8 import weight_plan
 
         kind = f"int8 QDQ ({weight_plan().weights} weights)"

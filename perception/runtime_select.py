@@ -70,7 +70,7 @@ def _scheme(path: Path) -> str | None:
         meta = read_onnx_meta(path) if path.suffix == ".onnx" else load_checkpoint(path)[1]
     except CheckpointError:
         return None
-    return str(meta.quant["scheme"])
+    return meta.quant.scheme
 
 
 def candidates(path: str | os.PathLike[str]) -> list[Candidate]:

@@ -149,7 +149,7 @@ def profile_ops(pred: Predictor, frame: np.ndarray, runs: int = 10) -> dict[str,
 
 def evaluate(pred: Predictor, ds: LaneDataset, limit: int | None, progress: bool) -> tuple[dict[str, Any], np.ndarray]:
     """Test IoU (masks at the recorded size) and the stacked predicted masks."""
-    tags = np.asarray(pred.meta.task["tags"])
+    tags = np.asarray(pred.meta.task.tags)
     n = len(ds) if limit is None else min(limit, len(ds))
     conf = BinaryConfusion()
     masks = []
@@ -308,8 +308,13 @@ def plot(path: Path, rows: list[Row], threads: tuple[int, ...]) -> None:
         y = r.test.get("iou", float("nan"))
         ax.scatter([x], [y], s=30 + 20 * r.size_mb, alpha=0.7, color="tab:blue" if r.scheme == "float" else "tab:red")
         # neighbours in latency often share an IoU (one model, two runtimes): alternate above / below
-        ax.annotate(f"{r.label}\n{r.size_mb:.1f} MB", (x, y), fontsize=7, xytext=(5, 6 if i % 2 == 0 else -22),
-                    textcoords="offset points")
+        ax.annotate(
+            f"{r.label}\n{r.size_mb:.1f} MB",
+            (x, y),
+            fontsize=7,
+            xytext=(5, 6 if i % 2 == 0 else -22),
+            textcoords="offset points",
+        )
     ax.margins(x=0.15, y=0.2)
     ax.set_xlabel(f"median latency per frame [ms], {threads[0]} threads")
     ax.set_ylabel("test lane IoU")

@@ -126,7 +126,7 @@ def load_predict(path: str | Path, runtime: str = "torch") -> tuple[Predict, Che
 
         return run_onnx, pred.meta
     _, meta = load_checkpoint(path)
-    if meta.quant["scheme"] != "float":
+    if not meta.quant.is_float:
         from perception import quantized
         from perception.predictor import compile_frozen
 
@@ -147,11 +147,11 @@ def dataset_for(meta: CheckpointMeta, roots: list[str], split: str) -> LaneDatas
     return LaneDataset(
         roots,
         split=split,
-        tags=meta.task["tags"],
-        task=meta.task["kind"],
+        tags=list(meta.task.tags),
+        task=meta.task.kind,
         size=tuple(meta.input_size),
-        mean=meta.normalisation["mean"],
-        std=meta.normalisation["std"],
+        mean=list(meta.normalisation.mean),
+        std=list(meta.normalisation.std),
     )
 
 
@@ -203,10 +203,10 @@ def evaluate_checkpoint(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     on_batch = prediction_writer(dataset, Path(save_predictions)) if save_predictions else None
     batches = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False)
-    result = score(predict, batches, meta.task["kind"], meta.num_classes, on_batch=on_batch)
+    result = score(predict, batches, meta.task.kind, meta.num_classes, on_batch=on_batch)
     result.pop("loss")
     result.update(model=str(model_path), data=[str(r) for r in roots], split=split, runtime=runtime)
-    result["task"] = meta.task
+    result["task"] = meta.task.to_dict()
     result["input_size"] = list(meta.input_size)
     return result
 

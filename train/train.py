@@ -46,7 +46,14 @@ from torch.utils.data import DataLoader
 
 from collect.dataset import LaneDataset
 from collect.format import MANIFEST_NAME, DatasetError
-from perception.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
+from perception.checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    Normalisation,
+    Task,
+    load_checkpoint,
+    save_checkpoint,
+)
 from perception.models import build_model
 from plumbing import atomic_output, interrupt_on_signals, progress_bar
 from train.augment import AugmentedDataset, PairedAugment
@@ -385,9 +392,9 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
     tb = tensorboard_writer(out)
     meta = CheckpointMeta.for_model(
         model,
-        task=train_set.task_dict,
+        task=Task.from_dict(train_set.task_dict),
         input_size=train_set.image_size,
-        normalisation=train_set.normalisation,
+        normalisation=Normalisation.from_dict(train_set.normalisation),
         data=data_identity(train_set, val_set),
         command=command,
     )
