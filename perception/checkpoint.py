@@ -319,6 +319,17 @@ def build_from_checkpoint(
     Quantized checkpoints (ptq/qat) raise CheckpointError: the predictor loads those.
     """
     state_dict, meta = load_checkpoint(path, map_location)
+    return model_from_state(state_dict, meta, path), meta
+
+
+def model_from_state(
+    state_dict: Mapping[str, torch.Tensor], meta: CheckpointMeta, path: str | os.PathLike[str]
+) -> nn.Module:
+    """The float model `meta` describes holding `state_dict` (strict), in eval mode: the
+    second half of `build_from_checkpoint`, for a caller that has read the file already.
+
+    `path` only names the file in errors.
+    """
     if not meta.quant.is_float:
         raise CheckpointError(
             f"{path} is a {meta.quant.scheme} ({meta.quant.bits}-bit) checkpoint; load it with the "
@@ -348,7 +359,7 @@ def build_from_checkpoint(
         raise CheckpointError(
             f"{path}: weights do not fit {meta.arch} {meta.arch_kwargs}: {detail[:300]} (re-create the checkpoint)"
         ) from None
-    return model.eval(), meta
+    return model.eval()
 
 
 def check_compatible(
@@ -446,6 +457,7 @@ __all__ = [
     "check_compatible",
     "float_quant",
     "load_checkpoint",
+    "model_from_state",
     "multiclass_task",
     "save_checkpoint",
 ]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from perception.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
+from perception.checkpoint import CheckpointError, load_checkpoint, model_from_state
 
 MISSING = "OpenVINO is not installed (pip install 'laneloop[openvino]' or use --runtime onnx)"
 
@@ -42,26 +42,24 @@ def openvino_predictor(path: str | Path, threads: int, input_size: tuple[int, in
     Raises CheckpointError (one line) for a missing or corrupt file, a non-float .pth, or
     when OpenVINO is not installed; ValueError for an input size the file was not exported for.
     """
-    from perception.predictor import Predictor, _check_size, export_onnx_bytes, read_onnx_meta
+    from perception.predictor import Predictor, _check_size, export_onnx_bytes, read_onnx
 
     path = Path(path)
     core = _core()
     if path.suffix == ".onnx":
-        if not path.is_file():
-            raise CheckpointError(f"ONNX file not found: {path} (check the path)")
-        meta = read_onnx_meta(path)
+        source, meta = read_onnx(path)  # the one read of the file
         try:
-            model = core.read_model(str(path))
+            model = core.read_model(source) if isinstance(source, str) else core.read_model(model=source, weights=b"")
         except Exception as exc:  # noqa: BLE001 - openvino raises its own exception types
             raise CheckpointError(f"OpenVINO cannot read {path}: {_short(exc)} (re-export it)") from None
     else:
-        _, meta = load_checkpoint(path)
+        state, meta = load_checkpoint(path)
         if not meta.quant.is_float:
             raise CheckpointError(
                 f"{path} is a {meta.quant.scheme} checkpoint; for OpenVINO export an int8 model "
                 "with: python quant/export.py --model FLOAT.pth --format onnx --int8 --data DIR"
             )
-        torch_model, meta = build_from_checkpoint(path)
+        torch_model = model_from_state(state, meta, path)
         size = _check_size(meta, input_size or meta.input_size)
         try:
             model = core.read_model(model=export_onnx_bytes(torch_model, size), weights=b"")

@@ -341,11 +341,21 @@ def load_quantized(
     or tensors/graph that do not match (other torch version, edited file).
     """
     state, meta = load_checkpoint(path)
-    scheme = meta.quant.scheme
-    if scheme == "float":
+    if expect_scheme is not None and meta.quant.scheme not in ("float", expect_scheme):
+        raise CheckpointError(f"{path} is a {meta.quant.scheme} checkpoint, expected {expect_scheme}")
+    return quantized_from_state(state, meta, path, input_size)
+
+
+def quantized_from_state(
+    state: dict[str, torch.Tensor],
+    meta: CheckpointMeta,
+    path: str | os.PathLike[str],
+    input_size: tuple[int, int] | None = None,
+) -> torch.fx.GraphModule:
+    """The int8 graph of an already read ptq/qat checkpoint (`load_quantized` after the
+    read); `path` only names the file in errors."""
+    if meta.quant.is_float:
         raise CheckpointError(f"{path} is a float checkpoint, not an int8 one (load it with build_from_checkpoint)")
-    if expect_scheme is not None and scheme != expect_scheme:
-        raise CheckpointError(f"{path} is a {scheme} checkpoint, expected {expect_scheme}")
     gm = rebuild(meta, input_size)
     want = meta.quant.extra.get("graph")
     if want and want != graph_fingerprint(gm):
@@ -360,7 +370,11 @@ def load_quantized(
 
 def load_for_inference(path: str | os.PathLike[str], input_size: tuple[int, int] | None = None) -> torch.fx.GraphModule:
     """`load_quantized`, then the graph clean-up inductor needs to run it at full int8 speed."""
-    gm = load_quantized(path, input_size)
+    return for_inference(load_quantized(path, input_size))
+
+
+def for_inference(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """The graph clean-up inductor needs to run an int8 graph at full int8 speed (in place)."""
     drop_requant_before_float_ops(gm)
     return gm
 
@@ -371,12 +385,14 @@ __all__ = [
     "convert",
     "drop_requant_before_float_ops",
     "export_model",
+    "for_inference",
     "graph_fingerprint",
     "load_for_inference",
     "load_quantized",
     "make_quantizer",
     "pack_state",
     "prepare",
+    "quantized_from_state",
     "rebuild",
     "recipe",
     "unpack_state",

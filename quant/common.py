@@ -22,7 +22,7 @@ import torch
 
 from collect.dataset import LaneDataset
 from collect.format import DatasetError
-from perception import quantized
+from perception import evaluation, quantized
 from perception.checkpoint import CheckpointError, CheckpointMeta, Quantization
 from perception.predictor import use_inductor_cache
 from plumbing import run_cli
@@ -88,18 +88,11 @@ def file_digest(path: str | Path) -> str:
 def dataset_for(
     meta: CheckpointMeta, root: str | Path | list[str], split: str, size: tuple[int, int] | None = None
 ) -> LaneDataset:
-    """The split of `root` preprocessed exactly as the model (and the predictor) expects."""
+    """The split of `root` preprocessed exactly as the model (and the predictor) expects
+    (`perception.evaluation.dataset_for`); binary lane checkpoints only."""
     if meta.task.kind != "binary":
         raise QuantError("quantization tools handle binary lane checkpoints only (use a binary checkpoint)")
-    norm = meta.normalisation
-    return LaneDataset(
-        root,
-        split=split,
-        tags=list(meta.task.tags),
-        size=size or tuple(meta.input_size),
-        mean=list(norm.mean),
-        std=list(norm.std),
-    )
+    return evaluation.dataset_for(meta, root, split, size)
 
 
 def calibration_frames(ds: LaneDataset, n: int) -> Iterator[torch.Tensor]:

@@ -369,7 +369,7 @@ def test_onnx_int8_agrees_with_float_on_an_avx2_cpu_without_vnni(
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res == {"cpu_class": "avx2", "plan": "u8"}
-    want = np.concatenate([float_pred.run_normalised(x[None]) for x in xs])
+    want = np.concatenate([float_pred.logits_batch(x[None]) for x in xs])
     for key in onnx_int8:
         auto, stored = np.load(tmp_path / f"{key}_auto.npy"), np.load(tmp_path / f"{key}_s8.npy")
         assert mask_iou(auto > 0, want > 0) >= AGREE
