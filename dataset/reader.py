@@ -193,11 +193,11 @@ def dataset_for(
     return LaneDataset(
         roots,
         split=split,
-        tags=meta.task["tags"],
-        task=meta.task["kind"],
+        tags=list(meta.task.tags),
+        task=meta.task.kind,
         size=size or tuple(meta.input_size),
-        mean=meta.normalisation["mean"],
-        std=meta.normalisation["std"],
+        mean=list(meta.normalisation.mean),
+        std=list(meta.normalisation.std),
     )
 
 

@@ -73,7 +73,7 @@ def openvino_predictor(path: str | Path, threads: int, input_size: tuple[int, in
         req.infer({0: x})
         return req.get_output_tensor(0).data
 
-    kind = "float" if meta.quant["scheme"] == "float" else "int8 QDQ"
+    kind = "float" if meta.quant.is_float else "int8 QDQ"
     desc = f"{kind} OpenVINO CPU (f32 precision hint, latency)"
     return Predictor(meta, path.stem, "openvino", run, size, threads, description=desc)
 

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -46,9 +46,13 @@ from perception.checkpoint import (
     ROADLINE_TAG,
     CheckpointError,
     CheckpointMeta,
-    build_from_checkpoint,
     load_checkpoint,
+    model_from_state,
 )
+
+#: `load_predictor`'s compile choice: "int8" compiles int8 graphs (their int8 kernels need it)
+#: and runs float models eager, the exact reference numbers (what evaluation wants).
+Compile = bool | Literal["int8"]
 
 RUNTIMES = ("torch", "onnx", "openvino", "tensorrt")
 #: `load_predictor` also takes runtime="auto": the fastest of RUNTIMES here (`perception.runtime_select`).
@@ -108,7 +112,7 @@ class Predictor:
     Attributes:
         meta: the checkpoint's metadata (`CheckpointMeta`).
         name: short display name (file stem, e.g. "unet_ptq").
-        scheme: "float", "ptq" or "qat" (from ``meta.quant``).
+        scheme: "float", "ptq" or "qat" (``meta.quant.scheme``).
         runtime: "torch", "onnx" or "openvino".
         input_size: (H, W) the model runs at; images of another size are resized.
         threads: intra-op threads the runtime uses.
@@ -124,25 +128,27 @@ class Predictor:
         threads: int,
         warmup_fn: Callable[[], None] | None = None,
         description: str = "",
+        run_batch: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.meta = meta
         self.name = name
         self.runtime = runtime
-        self.scheme: str = meta.quant["scheme"]
+        self.scheme: str = meta.quant.scheme
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.threads = threads
         self.description = description
         self._run = run
+        self._run_batch = run_batch
         self._warmup_fn = warmup_fn
         self._warm = False
         h, w = self.input_size
         norm = meta.normalisation
-        std = np.asarray(norm["std"], np.float32)
+        std = np.asarray(norm.std, np.float32)
         # (x / 255 - mean) / std == x * scale + shift, one multiply-add per pixel
         self._scale = (1.0 / (255.0 * std)).astype(np.float32)
-        self._shift = (-np.asarray(norm["mean"], np.float32) / std).astype(np.float32)
+        self._shift = (-np.asarray(norm.mean, np.float32) / std).astype(np.float32)
         self._buf = np.empty((1, 3, h, w), np.float32)
-        self._lane_channel = _lane_channel(meta)
+        self._lane_channel = meta.task.lane_channel  # None: a multi-class model without lanes
 
     def __repr__(self) -> str:
         h, w = self.input_size
@@ -181,6 +187,8 @@ class Predictor:
         if logits.shape[1] == 1:
             mask = logits[0, 0] > 0
         else:
+            if self._lane_channel is None:
+                raise CheckpointError(_no_lanes(self.meta))
             mask = logits[0].argmax(axis=0) == self._lane_channel
         if mask.shape != image_hw:
             small = mask.view(np.uint8)
@@ -207,12 +215,23 @@ class Predictor:
         t3 = time.perf_counter_ns()
         return mask, Timing((t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6)
 
-    def run_normalised(self, x: np.ndarray) -> np.ndarray:
-        """The runtime alone on an already normalised 1x3xhxw float32 batch -> 1xCxhxw logits
-        (for datasets that normalise frames themselves, as train/evaluate.py's do)."""
-        if not self._warm:
-            self.warmup()
-        return self._run(np.ascontiguousarray(x, np.float32))
+    def logits_batch(self, x: np.ndarray) -> np.ndarray:
+        """Logits N x C x h x w of an already normalised N x 3 x h x w float32 batch (for
+        evaluation over datasets that normalise frames themselves), as an array the caller
+        owns. One call for runtimes that take any batch (eager torch), frame by frame for
+        the graphs fixed at batch 1 (compiled, int8, ONNX); no warm-up."""
+        x = np.ascontiguousarray(x, np.float32)
+        if self._run_batch is not None:
+            return self._run_batch(x)
+        out: np.ndarray | None = None
+        for i in range(len(x)):
+            y = self._run(x[i : i + 1])  # may be the runtime's own buffer: copied out below
+            if out is None:
+                out = np.empty((len(x), *y.shape[1:]), y.dtype)
+            out[i] = y[0]
+        if out is None:
+            raise ValueError("logits_batch needs at least one frame")
+        return out
 
     def logits(self, rgb: np.ndarray) -> np.ndarray:
         """Raw 1xCxhxw float32 logits at the model's input size (for agreement checks)."""
@@ -221,16 +240,11 @@ class Predictor:
         return np.array(self._run(self.preprocess(rgb)), copy=True)
 
 
-def _lane_channel(meta: CheckpointMeta) -> int:
-    tags = list(meta.task["tags"])
-    if meta.task["kind"] == "binary":
-        return 0
-    if ROADLINE_TAG not in tags:
-        raise CheckpointError(
-            f"multi-class checkpoint predicts tags {tags} without RoadLine ({ROADLINE_TAG}); "
-            "the predictor returns lane masks (use a checkpoint that has the RoadLine class)"
-        )
-    return tags.index(ROADLINE_TAG)
+def _no_lanes(meta: CheckpointMeta) -> str:
+    return (
+        f"multi-class checkpoint predicts tags {list(meta.task.tags)} without RoadLine ({ROADLINE_TAG}); "
+        "the predictor returns lane masks (use a checkpoint that has the RoadLine class)"
+    )
 
 
 def _torch_runner(module: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[np.ndarray], np.ndarray]:
@@ -254,9 +268,10 @@ def load_predictor(
     runtime: str = "torch",
     threads: int | None = None,
     input_size: tuple[int, int] | None = None,
-    compile: bool = True,
+    compile: Compile = True,
 ) -> Predictor:
-    """Load any laneloop model file into a `Predictor`.
+    """Load any laneloop model file into a `Predictor`: the one loader of the project,
+    reading the file once.
 
     Args:
         path: a ``.pth`` checkpoint (float / ptq / qat) or, for ``runtime="onnx"`` or
@@ -270,7 +285,8 @@ def load_predictor(
             size are resized to it and the mask back to the frame's size.
         compile: torch runtime only: ``torch.compile`` with freezing at `warmup` (int8
             models need it to run int8 kernels; without it they run the slow reference
-            graph, which is still correct).
+            graph, which is still correct); "int8" compiles int8 models only and runs
+            float ones eager (the reference numbers, one call per batch in `logits_batch`).
 
     Raises CheckpointError for a missing, corrupt or unusable file, ValueError for a bad
     runtime or input size.
@@ -294,26 +310,39 @@ def load_predictor(
     if path.suffix == ".onnx":
         raise CheckpointError(f"{path} is an ONNX file (load it with runtime='onnx' / --runtime onnx)")
     torch.set_num_threads(threads)
-    _, meta = load_checkpoint(path)
+    state, meta = load_checkpoint(path)  # the one read of the file
     size = _check_size(meta, input_size or meta.input_size)
-    scheme = meta.quant["scheme"]
+    scheme = meta.quant.scheme
     if scheme == "float":
-        model, meta = build_from_checkpoint(path)
-        module: Callable[[torch.Tensor], torch.Tensor] = model
-        desc = "float eager"
-        if compile:
-            module = compile_frozen(model)
-            desc = "float compiled (inductor, freezing)"
+        model = model_from_state(state, meta, path)
+        if compile is not True:  # eager takes any batch size: one call per evaluation batch
+            run = _torch_runner(model)
+            return Predictor(meta, path.stem, "torch", run, size, threads, description="float eager", run_batch=run)
+        module, desc = compile_frozen(model), "float compiled (inductor, freezing)"
     else:
         from perception import quantized
 
-        gm = quantized.load_for_inference(path, input_size=size)
-        module = gm
-        desc = f"int8 {scheme} (PT2E reference, not compiled)"
+        gm = quantized.for_inference(quantized.quantized_from_state(state, meta, path, size))
+        module, desc = gm, f"int8 {scheme} (PT2E reference, not compiled)"
         if compile:
-            module = compile_frozen(gm)
-            desc = f"int8 {scheme} (PT2E, inductor)"
+            module, desc = compile_frozen(gm), f"int8 {scheme} (PT2E, inductor)"
     return Predictor(meta, path.stem, "torch", _torch_runner(module), size, threads, description=desc)
+
+
+def module_predictor(module: torch.nn.Module, meta: CheckpointMeta, name: str = "in-memory") -> Predictor:
+    """A `Predictor` over a model in memory (being trained or fine-tuned), so training and
+    QAT score their val split with `perception.evaluation.evaluate` as files are scored.
+
+    The module runs as it is (the caller sets eval mode), on any batch size, under
+    ``no_grad`` (not inference mode: its tensors must stay usable by the next training step).
+    """
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+
+    size = (int(meta.input_size[0]), int(meta.input_size[1]))
+    return Predictor(meta, name, "torch", run, size, torch.get_num_threads(), description="in memory", run_batch=run)
 
 
 def export_onnx_bytes(model: torch.nn.Module, input_size: tuple[int, int]) -> bytes:
@@ -334,7 +363,7 @@ TENSORRT_MISSING = (
 )
 
 
-def ort_session(model: str | bytes, threads: int, tensorrt: bool = False) -> Any:
+def ort_session(model: str | bytes, threads: int, tensorrt: bool = False, where: str | None = None) -> Any:
     """An ONNX Runtime CPU session with `threads` intra-op threads and full graph optimisation.
 
     int8 weights are fed as this CPU needs them (`perception.ort_int8`: shifted to uint8
@@ -365,7 +394,7 @@ def ort_session(model: str | bytes, threads: int, tensorrt: bool = False) -> Any
             model if tensorrt else prepare_for_ort(model), sess_options=opts, providers=providers
         )
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        where = model if isinstance(model, str) else "the exported model"
+        where = where or (model if isinstance(model, str) else "the exported model")
         raise CheckpointError(f"ONNX Runtime cannot load {where}: {str(exc)[:300]} (re-export it)") from None
     if tensorrt and session.get_providers()[0] != "TensorrtExecutionProvider":
         raise CheckpointError(TENSORRT_MISSING)
@@ -373,19 +402,17 @@ def ort_session(model: str | bytes, threads: int, tensorrt: bool = False) -> Any
 
 
 def onnx_source(path: Path, input_size: tuple[int, int] | None, runtime: str) -> tuple[str | bytes, CheckpointMeta]:
-    """What an ONNX-consuming runtime loads: the ``.onnx`` file's path, or a float ``.pth``
+    """What an ONNX-consuming runtime loads: the ``.onnx`` file (read once), or a float ``.pth``
     exported to ONNX bytes at `input_size`; with the model's metadata either way."""
     if path.suffix == ".onnx":
-        if not path.is_file():
-            raise CheckpointError(f"ONNX file not found: {path} (check the path)")
-        return str(path), read_onnx_meta(path)
-    _, meta = load_checkpoint(path)
-    if meta.quant["scheme"] != "float":
+        return read_onnx(path)  # the one read of the file
+    state, meta = load_checkpoint(path)
+    if not meta.quant.is_float:
         raise CheckpointError(
-            f"{path} is a {meta.quant['scheme']} checkpoint; for {runtime} export an int8 model "
+            f"{path} is a {meta.quant.scheme} checkpoint; for {runtime} export an int8 model "
             "with: python quant/export.py --model FLOAT.pth --format onnx --int8 --data DIR"
         )
-    model, meta = build_from_checkpoint(path)
+    model = model_from_state(state, meta, path)
     return export_onnx_bytes(model, _check_size(meta, input_size or meta.input_size)), meta
 
 
@@ -393,7 +420,7 @@ def _load_onnx_predictor(
     path: Path, threads: int, input_size: tuple[int, int] | None, tensorrt: bool = False
 ) -> Predictor:
     source, meta = onnx_source(path, input_size, "ONNX Runtime")
-    session = ort_session(source, threads, tensorrt)
+    session = ort_session(source, threads, tensorrt, where=str(path))
     inp = session.get_inputs()[0]
     shape = inp.shape
     fixed = tuple(shape[2:4]) if all(isinstance(d, int) for d in shape[2:4]) else None
@@ -409,14 +436,32 @@ def _load_onnx_predictor(
         return session.run(None, {name: x})[0]
 
     if tensorrt:
-        kind = "float" if meta.quant["scheme"] == "float" else "int8 QDQ"
+        kind = "float" if meta.quant.is_float else "int8 QDQ"
         return Predictor(meta, path.stem, "tensorrt", run, size, threads, description=f"{kind} ORT TensorRT EP")
     kind = "float"
-    if meta.quant["scheme"] != "float":
+    if not meta.quant.is_float:
         from perception.ort_int8 import weight_plan
 
         kind = f"int8 QDQ ({weight_plan().weights} weights)"
     return Predictor(meta, path.stem, "onnx", run, size, threads, description=f"{kind} ONNX Runtime")
+
+
+def read_onnx(path: str | os.PathLike[str]) -> tuple[bytes | str, CheckpointMeta]:
+    """An ``.onnx`` file read once: its bytes (what ONNX Runtime and OpenVINO are given)
+    and its `CheckpointMeta`. A model whose weights lie in external files comes back as
+    its path instead, for the runtime to resolve them next to it."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"ONNX file not found: {path} (check the path)")
+    data = path.read_bytes()
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # noqa: BLE001 - onnx raises many types for a bad file
+        raise CheckpointError(f"cannot read ONNX file {path}: {str(exc)[:200]} (re-export it)") from None
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    return (str(path) if external else data), _onnx_meta(model, path)
 
 
 def read_onnx_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
@@ -427,6 +472,10 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - onnx raises many types for a bad file
         raise CheckpointError(f"cannot read ONNX file {path}: {str(exc)[:200]} (re-export it)") from None
+    return _onnx_meta(model, path)
+
+
+def _onnx_meta(model: Any, path: str | os.PathLike[str]) -> CheckpointMeta:
     props = {p.key: p.value for p in model.metadata_props}
     if ONNX_META_KEY not in props:
         raise CheckpointError(f"{path} has no laneloop metadata (export it with quant/export.py)")
@@ -445,6 +494,8 @@ __all__ = [
     "export_onnx_bytes",
     "ort_session",
     "load_predictor",
+    "module_predictor",
+    "read_onnx",
     "read_onnx_meta",
     "use_inductor_cache",
 ]

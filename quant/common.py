@@ -23,7 +23,7 @@ import torch
 from dataset.format import DatasetError
 from dataset.reader import LaneDataset, dataset_for
 from perception import quantized
-from perception.checkpoint import CheckpointError, CheckpointMeta
+from perception.checkpoint import CheckpointError, CheckpointMeta, Quantization
 from perception.predictor import use_inductor_cache
 from plumbing import run_cli
 
@@ -85,11 +85,13 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def binary_dataset_for(meta: CheckpointMeta, root: str | Path | list[str], split: str) -> LaneDataset:
+def binary_dataset_for(
+    meta: CheckpointMeta, root: str | Path | list[str], split: str, size: tuple[int, int] | None = None
+) -> LaneDataset:
     """`dataset.reader.dataset_for`, refusing the multi-class checkpoints quantization does not handle."""
-    if meta.task["kind"] != "binary":
+    if meta.task.kind != "binary":
         raise QuantError("quantization tools handle binary lane checkpoints only (use a binary checkpoint)")
-    return dataset_for(meta, root, split)
+    return dataset_for(meta, root, split, size)
 
 
 def calibration_frames(ds: LaneDataset, n: int) -> Iterator[torch.Tensor]:
@@ -121,7 +123,7 @@ def quantized_meta(
     }
     return dataclasses.replace(
         float_meta,
-        quant={"scheme": scheme, "bits": 8, "backend": quantized.BACKEND, "extra": quant_extra},
+        quant=Quantization(scheme, 8, quantized.BACKEND, quant_extra),
         metrics=dict(metrics or {}),
         data=dict(data if data is not None else float_meta.data),
         command=command_line(),

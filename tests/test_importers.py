@@ -549,7 +549,7 @@ def test_evaluate_accepts_imported_folders(
     assert tusimple_main([str(tusimple[0]), "--out", str(ts), "--size", "32x64", "--no-progress"]) == 0
     torch.manual_seed(0)
     for name, task in (("bin", binary_task()), ("multi", multiclass_task([1, 11, 14]))):
-        model = build_model("unet", num_classes=len(task["tags"]) if name == "multi" else 1, depth=2, base_width=4)
+        model = build_model("unet", num_classes=task.num_classes, depth=2, base_width=4)
         meta = CheckpointMeta.for_model(model, task=task, input_size=(32, 64))
         save_checkpoint(tmp_path / f"{name}.pth", model, meta)
     capsys.readouterr()

@@ -46,11 +46,19 @@ from torch.utils.data import DataLoader
 
 from dataset.format import MANIFEST_NAME, DatasetError
 from dataset.reader import LaneDataset
-from perception.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
+from perception.checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    Normalisation,
+    Task,
+    load_checkpoint,
+    save_checkpoint,
+)
+from perception.evaluation import evaluate
 from perception.models import build_model
+from perception.predictor import module_predictor
 from plumbing import atomic_output, interrupt_on_signals, parse_size, progress_bar
 from train.augment import AugmentedDataset, PairedAugment
-from train.evaluate import score
 from train.losses import LOSSES, build_loss
 
 log = logging.getLogger("train")
@@ -186,10 +194,13 @@ def train_one_epoch(
     return total / max(batches, 1)
 
 
-def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, task: str, num_classes: int) -> dict[str, Any]:
-    """Val loss and metrics (`train.evaluate.score`, i.e. perception.metrics) in eval mode."""
+def validate(
+    model: nn.Module, meta: CheckpointMeta, val_set: LaneDataset, loss_fn: nn.Module, batch_size: int, workers: int
+) -> dict[str, Any]:
+    """Val loss and metrics in eval mode, by `perception.evaluation.evaluate` (the scoring
+    of train/evaluate.py, QAT and quant/compare.py)."""
     model.eval()
-    return score(model, loader, task, num_classes, loss_fn=loss_fn)
+    return evaluate(module_predictor(model, meta), val_set, batch_size=batch_size, workers=workers, loss_fn=loss_fn)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -350,7 +361,6 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
         generator=order,
         num_workers=args.workers,
     )
-    val_loader = DataLoader(val_set, batch_size=settings["batch_size"], shuffle=False, num_workers=args.workers)
 
     arch_kwargs = dict(settings["arch_kwargs"])
     if arch_kwargs.setdefault("num_classes", num_classes) != num_classes:
@@ -379,9 +389,9 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
     tb = tensorboard_writer(out)
     meta = CheckpointMeta.for_model(
         model,
-        task=train_set.task_dict,
+        task=Task.from_dict(train_set.task_dict),
         input_size=train_set.image_size,
-        normalisation=train_set.normalisation,
+        normalisation=Normalisation.from_dict(train_set.normalisation),
         data=data_identity(train_set, val_set),
         command=command,
     )
@@ -393,7 +403,7 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
         if isinstance(train_data, AugmentedDataset):
             train_data.set_epoch(epoch)
         train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, epoch, progress)
-        val = evaluate(model, val_loader, loss_fn, task, num_classes)
+        val = validate(model, meta, val_set, loss_fn, settings["batch_size"], args.workers)
         row = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
