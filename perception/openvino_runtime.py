@@ -42,7 +42,8 @@ def openvino_predictor(path: str | Path, threads: int, input_size: tuple[int, in
     Raises CheckpointError (one line) for a missing or corrupt file, a non-float .pth, or
     when OpenVINO is not installed; ValueError for an input size the file was not exported for.
     """
-    from perception.predictor import Predictor, _check_size, onnx_source
+    from perception.onnx_runtime import onnx_source
+    from perception.predictor import Predictor, _check_size
 
     path = Path(path)
     core = _core()

@@ -64,7 +64,7 @@ def _installed(module: str) -> bool:
 
 
 def _scheme(path: Path) -> str | None:
-    from perception.predictor import read_onnx_meta
+    from perception.onnx_runtime import read_onnx_meta
 
     try:
         meta = read_onnx_meta(path) if path.suffix == ".onnx" else load_checkpoint(path)[1]

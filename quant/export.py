@@ -40,8 +40,8 @@ from dataset.format import DatasetError
 from perception import quantized
 from perception.checkpoint import CheckpointMeta, Quantization, build_from_checkpoint, load_checkpoint
 from perception.metrics import frame_scores
+from perception.onnx_runtime import ONNX_META_KEY, ort_session
 from perception.ort_int8 import POLICY
-from perception.predictor import ONNX_META_KEY, ort_session
 from plumbing import atomic_output
 from quant.common import (
     QuantError,
