@@ -22,6 +22,7 @@ class Scenario:
 
     name: str = "default"
     town: str = "Town03"
+    map: str | None = None  # an OpenDRIVE file (.xodr): the road network instead of the town's
     seed: int = 0
     dt: float = 0.05
     frames: int | None = 600
@@ -48,7 +49,7 @@ class Scenario:
 
 
 _TOP_KEYS = {
-    "name": str, "town": str, "seed": int, "dt": float, "frames": int, "metres": float,
+    "name": str, "town": str, "map": str, "seed": int, "dt": float, "frames": int, "metres": float,
     "weather": object, "weather_every": int, "npc_vehicles": int, "npc_walkers": int,
     "target_speed": float, "ego": dict, "camera": list, "description": str,
 }
@@ -174,4 +175,8 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
     except (OSError, UnicodeDecodeError) as e:
         raise ScenarioError(f"{path}: cannot read ({e})") from None
     data.setdefault("name", path.stem)
+    if isinstance(data.get("map"), str) and not Path(data["map"]).is_absolute():
+        beside = path.parent / data["map"]  # a map path is relative to the scenario file when it is there
+        if beside.exists():
+            data["map"] = str(beside)
     return scenario_from_dict(data, where=str(path))

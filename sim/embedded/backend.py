@@ -14,13 +14,16 @@ from sim.embedded.render import CameraRenderer
 from sim.embedded.town import Town, load_town
 from sim.embedded.towns import town_names
 from sim.embedded.traffic import Traffic, Vehicle, bicycle_step, obb_overlap, pure_pursuit
+from sim.maps.load import load_xodr_town
+from sim.maps.opendrive import OpenDriveError
 from sim.types import CameraFrame, Control, EgoState, Observation
 
 EGO_SIZE = (4.6, 1.95, 1.5)
 
 
 class EmbeddedBackend(BackendBase):
-    """Procedural towns, lane-following traffic and a raster/box renderer, all in-process.
+    """Procedural towns or OpenDRIVE maps (`scenario.map`), lane-following traffic and a
+    raster/box renderer, all in-process.
 
     Same scenario and seed give the same frames bit for bit. `step(None)` lets the
     built-in autopilot drive (lane following, curve speeds, queueing, turns at junctions).
@@ -37,7 +40,9 @@ class EmbeddedBackend(BackendBase):
         if self._closed:
             raise BackendError("the embedded backend was closed (make a new one with make_backend)")
         try:
-            self.town = load_town(scenario.town)
+            self.town = load_xodr_town(scenario.map) if scenario.map else load_town(scenario.town)
+        except OpenDriveError as e:
+            raise BackendError(f"map {scenario.map!r}: {e}") from None
         except KeyError:
             raise BackendError(
                 f"unknown town {scenario.town!r} for the embedded simulator "
@@ -209,4 +214,4 @@ class EmbeddedBackend(BackendBase):
         for name, r in self._renderers.items() if render else ():
             rgb, labels = r.render(ego.x, ego.y, ego.yaw, self.town.scenery, dynamic, weather, self.frame)
             cams[name] = CameraFrame(r.spec, rgb, labels)
-        return Observation(self.frame, self.sim_time, state, cams, weather.name, sc.town)
+        return Observation(self.frame, self.sim_time, state, cams, weather.name, self.town.name)
