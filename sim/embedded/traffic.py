@@ -49,9 +49,12 @@ def idm(v: float, v0: float, gap: float, dv: float) -> float:
 class Traffic:
     """All vehicles of an episode. Index 0 is the ego."""
 
-    def __init__(self, net: RoadNetwork, rng: np.random.Generator):
+    def __init__(self, net: RoadNetwork, rng: np.random.Generator, first_come: bool = False):
         self.net = net
         self.rng = rng
+        # first_come: also yield to a car from another lane that reaches the junction first
+        # (maps from files have short approach lanes where two cars can commit together).
+        self.first_come = first_come
         self.vehicles: list[Vehicle] = []
         self.holders: dict[int, set[int]] = {}  # junction -> vehicles inside, from one lane
         self._entry: dict[int, int] = {}  # vehicle -> lane it entered its junction from
@@ -97,8 +100,12 @@ class Traffic:
             # Stop before a junction another direction holds.
             nxt = path[depth + 1] if depth + 1 < len(path) else None
             if nxt is not None and lane.road is not None and self.lane(nxt).road is None:
-                holders = self.holders.get(self.lane(nxt).node, set())
-                if holders and any(self._from_lane(h) != lane_id for h in holders if h != me.id):
+                node = self.lane(nxt).node
+                holders = self.holders.get(node, set())
+                blocked = bool(holders) and any(self._from_lane(h) != lane_id for h in holders if h != me.id)
+                if not blocked and self.first_come:
+                    blocked = self._someone_first(me, node, lane_id, offset + lane.path.length)
+                if blocked:
                     gap = offset + lane.path.length - me.size[0] / 2 - 0.5
                     if gap < best_gap:
                         best_gap, best_v = gap, 0.0
@@ -107,6 +114,20 @@ class Traffic:
             if offset > horizon:
                 break
         return best_gap, best_v
+
+    def _someone_first(self, me: Vehicle, node: int | None, lane_id: int, my_dist: float) -> bool:
+        """Whether a car approaching `node` from another lane arrives before me (ties: lower id)."""
+        mine = (my_dist / max(me.v, 0.5), me.id)
+        for o in self.vehicles:
+            if o is me or o.lane == lane_id or not o.route:
+                continue
+            lane, nxt = self.lane(o.lane), self.lane(o.route[0])
+            if lane.road is None or nxt.road is not None or nxt.node != node:
+                continue
+            d = lane.path.length - o.s
+            if d < o.v * o.v / (2 * B_COMF) + 4.0 and (d / max(o.v, 0.5), o.id) < mine:
+                return True
+        return False
 
     def _from_lane(self, vid: int) -> int:
         return self._entry.get(vid, -1)

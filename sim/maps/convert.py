@@ -102,16 +102,16 @@ class _Builder:
             for m in ln.marks
         ]
         s_all = sample_s(road, extra=breaks)
-        x, y, h = reference_line(road, s_all)
         j = self.junction_index.get(road.junction) if road.in_junction else None
         n_fwd = n_bwd = 0
         widths = []
+        centre = []
         for i, sec in enumerate(road.sections):
             s0, s1 = sec.s, road.section_end(i)
-            m = (s_all >= s0 - 1e-9) & (s_all <= s1 + 1e-9)
-            if m.sum() < 2:
-                continue
-            s, xs, ys, hs = s_all[m], x[m], y[m], h[m]
+            # Each section's own ends, so that pieces meet exactly whatever the sampling merged.
+            s = np.concatenate([[s0], s_all[(s_all > s0 + 1e-6) & (s_all < s1 - 1e-6)], [s1]])
+            xs, ys, hs = reference_line(road, s)
+            centre.append(np.stack([xs, ys], 1))
             borders = lane_borders(road, sec, s, s1)
             for lane in sec.lanes():
                 t_in, t_out = borders[lane.id]
@@ -133,7 +133,7 @@ class _Builder:
             if sec.center is not None:
                 self._marks(sec.center.marks, sec, s1, s, xs, ys, hs, borders[0][0], -1.0)
         if not road.in_junction:
-            center = np.stack([x, y], 1)
+            center = np.vstack(centre)
             lw = float(np.mean(widths)) if widths else 3.5
             self.roads.append(Road(self.road_index[road.id], -1, -1, center, n_fwd, n_bwd, lw))
 
@@ -143,7 +143,7 @@ class _Builder:
         for k, mark in enumerate(marks):
             a = sec.s + mark.s_offset
             b = sec.s + marks[k + 1].s_offset if k + 1 < len(marks) else s_end
-            m = (s >= a - 1e-9) & (s <= b + 1e-9)
+            m = (s >= a - 1e-5) & (s <= b + 1e-5)
             if m.sum() < 2:
                 continue
             w = mark.width if mark.width is not None else 0.15

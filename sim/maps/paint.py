@@ -33,9 +33,11 @@ class Canvas:
         self.mat = np.full((h, w), GRASS * 16 + 8, np.uint8)
 
     def px(self, pts: np.ndarray) -> np.ndarray:
-        cols = (pts[:, 0] - self.xmin) / self.res
-        rows = (self.ymax - pts[:, 1]) / self.res
-        return np.round(np.stack([cols, rows], 1) * (1 << SHIFT)).astype(np.int32)
+        k = (1 << SHIFT) / self.res
+        out = np.empty((len(pts), 2), np.int32)
+        out[:, 0] = np.rint((pts[:, 0] - self.xmin) * k)
+        out[:, 1] = np.rint((self.ymax - pts[:, 1]) * k)
+        return out
 
     def poly(self, pts: np.ndarray, material: int) -> None:
         p = [self.px(pts)]

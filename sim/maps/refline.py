@@ -165,4 +165,7 @@ def lane_borders(
 
 def lateral(x: np.ndarray, y: np.ndarray, h: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Points at lateral offset t (+ left) from the reference line points: (N, 2)."""
-    return np.stack([x - t * np.sin(h), y + t * np.cos(h)], axis=1)
+    out = np.empty((len(x), 2))
+    out[:, 0] = x - t * np.sin(h)
+    out[:, 1] = y + t * np.cos(h)
+    return out
