@@ -42,7 +42,7 @@ class EmbeddedBackend(BackendBase):
         try:
             self.town = load_xodr_town(scenario.map) if scenario.map else load_town(scenario.town)
         except OpenDriveError as e:
-            raise BackendError(f"map {scenario.map!r}: {e}") from None
+            raise BackendError(f"{e} (fix the file or choose another map)") from None
         except KeyError:
             raise BackendError(
                 f"unknown town {scenario.town!r} for the embedded simulator "

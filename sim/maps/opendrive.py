@@ -177,7 +177,10 @@ class _Reader:
         return self.lines.get(id(el), 0)
 
     def fail(self, el: ET.Element, what: str, where: str = "") -> OpenDriveError:
-        name = f"<{el.tag}{' ' + where if where else ''}>"
+        """`file:line: <tag id=..> in <where>: what` (where: the road or junction it belongs to)."""
+        name = f"<{el.tag} id={el.get('id')!r}>" if el.get("id") is not None else f"<{el.tag}>"
+        if where:
+            name += f" in {where}"
         return OpenDriveError(f"{self.source}:{self.line(el)}: {name}: {what}")
 
     def num(self, el: ET.Element, key: str, default: float | None = None, where: str = "") -> float:
@@ -258,7 +261,7 @@ class _Reader:
 
     def lane(self, el: ET.Element, where: str) -> Lane:
         lid = self.integer(el, "id", where)
-        w = f"{where} lane {lid}"
+        w = f"{where}, lane {lid}"
         lane = Lane(lid, el.get("type", "none"), line=self.line(el))
         lane.widths = sorted((self.poly(x, "sOffset", w) for x in el.findall("width")), key=lambda p: p.s)
         lane.borders = sorted((self.poly(x, "sOffset", w) for x in el.findall("border")), key=lambda p: p.s)
@@ -316,24 +319,28 @@ class _Reader:
         rid = el.get("id")
         if rid is None:
             raise self.fail(el, "missing attribute 'id'")
-        where = f"id={rid!r}"
+        where = f"road {rid}"
         pv = el.find("planView")
         geoms = [self.geometry(g, where) for g in pv.findall("geometry")] if pv is not None else []
         if not geoms:
-            raise self.fail(el, "no <planView> geometry (a road needs a reference line)", where)
+            raise self.fail(el, "no <planView> geometry (a road needs a reference line)")
         geoms.sort(key=lambda g: g.s)
         lanes_el = el.find("lanes")
         sections = [self.section(x, where) for x in lanes_el.findall("laneSection")] if lanes_el is not None else []
         if not sections or not any(sec.lanes() for sec in sections):
             bad = lanes_el if lanes_el is not None else el
-            raise self.fail(bad, "road with no lanes (needs a <laneSection> with a left or right lane)", where)
+            raise self.fail(
+                bad,
+                "road with no lanes (needs a <laneSection> with a left or right lane)",
+                where if bad is not el else "",
+            )
         sections.sort(key=lambda x: x.s)
         offsets = sorted((self.poly(x, "s", where) for x in lanes_el.findall("laneOffset")), key=lambda p: p.s)
         link = el.find("link")
         length = self.num(el, "length", where=where)
         rule = el.get("rule", "RHT")
         if rule not in ("RHT", "LHT"):
-            raise self.fail(el, f"rule={rule!r} (expected RHT or LHT)", where)
+            raise self.fail(el, f"rule={rule!r} (expected RHT or LHT)")
         return Road(
             rid,
             el.get("name", ""),
@@ -356,10 +363,10 @@ class _Reader:
         for c in el.findall("connection"):
             missing = [k for k in ("incomingRoad", "connectingRoad") if c.get(k) is None]
             if missing:
-                raise self.fail(c, f"missing attribute {missing[0]!r}", f"of junction {jid}")
+                raise self.fail(c, f"missing attribute {missing[0]!r}", f"junction {jid}")
             cp = c.get("contactPoint", "start")
             if cp not in ("start", "end"):
-                raise self.fail(c, f"contactPoint={cp!r} (expected start or end)", f"of junction {jid}")
+                raise self.fail(c, f"contactPoint={cp!r} (expected start or end)", f"junction {jid}")
             links = [(self.integer(x, "from"), self.integer(x, "to")) for x in c.findall("laneLink")]
             conns.append(
                 Connection(
@@ -379,21 +386,20 @@ class _Reader:
                 for key, rid in (("incomingRoad", c.incoming), ("connectingRoad", c.connecting)):
                     if rid not in doc.roads:
                         raise OpenDriveError(
-                            f"{self.source}:{c.line}: <connection id={c.id!r}> of junction "
+                            f"{self.source}:{c.line}: <connection id={c.id!r}> in junction "
                             f"{j.id}: {key}={rid!r} is not a road in the file"
                         )
         for r in doc.roads.values():
             if r.in_junction and r.junction not in doc.junctions:
-                raise self.fail(
-                    road_els[r.id], f"junction={r.junction!r} is not a junction in the file", f"id={r.id!r}"
-                )
+                raise self.fail(road_els[r.id], f"junction={r.junction!r} is not a junction in the file")
             for link in (r.predecessor, r.successor):
                 if link is None:
                     continue
                 table = doc.roads if link.element_type == "road" else doc.junctions
                 if link.element_id not in table:
                     raise OpenDriveError(
-                        f"{self.source}:{link.line}: link of <road id={r.id!r}>: "
+                        f"{self.source}:{link.line}: <{'successor' if link is r.successor else 'predecessor'}> "
+                        f"in road {r.id}: "
                         f"{link.element_type} {link.element_id!r} is not in the file"
                     )
 
@@ -416,7 +422,7 @@ def parse(data: str | bytes, source: str = "<string>") -> OpenDrive:
     for el in root.findall("road"):
         r = rd.road(el)
         if r.id in roads:
-            raise rd.fail(el, "duplicate road id", f"id={r.id!r}")
+            raise rd.fail(el, "duplicate road id")
         roads[r.id], road_els[r.id] = r, el
     if not roads:
         raise rd.fail(root, "no <road> in the file")
@@ -424,7 +430,7 @@ def parse(data: str | bytes, source: str = "<string>") -> OpenDrive:
     for el in root.findall("junction"):
         j = rd.junction(el)
         if j.id in junctions:
-            raise rd.fail(el, "duplicate junction id", f"id={j.id!r}")
+            raise rd.fail(el, "duplicate junction id")
         junctions[j.id] = j
     doc = OpenDrive(rev, name, roads, junctions, source)
     rd.check_references(doc, road_els)
