@@ -52,6 +52,7 @@ class MapData:
     junction_lanes: dict[int, list[np.ndarray]]  # junction index -> drivable connector polygons
     pieces: dict[Key, np.ndarray]  # every drivable lane piece's centre, in driving direction
     lane_pieces: list[list[Key]]  # per network lane: the pieces merged into it
+    successors: dict[Key, list[Key]] = field(default_factory=dict)  # the whole piece graph, dead ends too
     dropped_links: int = 0
     outside_graph: int = 0  # drivable pieces not in the strongly connected part
     junction_ids: list[str] = field(default_factory=list)
@@ -304,10 +305,12 @@ def build_map(doc: OpenDrive, margin: float = 30.0) -> MapData:
     for road in doc.roads.values():
         b.road(road)
     keys = list(b.pieces)
-    succ = {k: b.successors(k) for k in keys}
-    strong = _largest_scc(succ)
+    full = {k: b.successors(k) for k in keys}
+    strong = _largest_scc(full)
+    if len(strong) == 1 and next(iter(strong)) not in full[next(iter(strong))]:
+        strong = set()  # one piece that does not lead back to itself: no loop to drive
     kept = [k for k in keys if k in strong]
-    succ = {k: [s for s in succ[k] if s in strong] for k in kept}
+    succ = {k: [s for s in full[k] if s in strong] for k in kept}
     junction = {k: doc.roads[k[0]].junction for k in kept}
     chains = _merge(kept, succ, junction)
     lane_of = {k: i for i, chain in enumerate(chains) for k in chain}
@@ -336,7 +339,7 @@ def build_map(doc: OpenDrive, margin: float = 30.0) -> MapData:
         radius = float(np.hypot(*(pts - centre).T).max()) if polys else 0.0
         junctions.append(Junction(ji, centre, radius, pts))
         del jid
-    allpts = np.vstack([s.polygon for s in b.surfaces])
+    allpts = np.vstack([s.polygon for s in b.surfaces] or [np.zeros((1, 2))])
     bounds = (
         float(allpts[:, 0].min() - margin),
         float(allpts[:, 1].min() - margin),
@@ -344,9 +347,18 @@ def build_map(doc: OpenDrive, margin: float = 30.0) -> MapData:
         float(allpts[:, 1].max() + margin),
     )
     spawns = [(ln.id, 0.35 * ln.path.length) for ln in lanes if ln.road is not None and ln.path.length > 20.0]
-    if not spawns:
+    if not spawns and lanes:
         spawns = [(ln.id, 0.5 * ln.path.length) for ln in lanes]
     net = RoadNetwork(b.roads, lanes, junctions, b.markings, bounds, spawns)
     return MapData(
-        net, b.surfaces, b.curbs, b.junction_lanes, b.pieces, chains, b.dropped, len(keys) - len(kept), b.junction_ids
+        net,
+        b.surfaces,
+        b.curbs,
+        b.junction_lanes,
+        b.pieces,
+        chains,
+        full,
+        b.dropped,
+        len(keys) - len(kept),
+        b.junction_ids,
     )

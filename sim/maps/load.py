@@ -28,7 +28,7 @@ from sim.maps.opendrive import OpenDriveError, parse
 from sim.maps.paint import paint_map
 from sim.maps.scenery import build_map_scenery
 
-BUILD_VERSION = "1"  # bump when the conversion or painting changes what a file builds into
+BUILD_VERSION = "2"  # bump when the conversion or painting changes what a file builds into
 RESOLUTION = 0.08  # metres per ground raster cell (CARLA towns are 3-4x larger than ours)
 XODR_RECIPE = TownRecipe("xodr", sidewalk=0.0)
 
@@ -54,6 +54,11 @@ def build_town(data: bytes, name: str, source: str, res: float = RESOLUTION) -> 
     """Everything of a town from the bytes of a file (no cache)."""
     seed = zlib.crc32(data)
     md = build_map(parse(data, source))
+    if not md.network.lanes:
+        raise OpenDriveError(
+            f"{source}: no loop of drivable lanes (every driving lane ends in a dead end: traffic needs lanes "
+            "that lead on, through linked roads and junctions)"
+        )
     ground = paint_map(md, res, np.random.default_rng([seed, 2]))
     scenery = build_map_scenery(md, ground, np.random.default_rng([seed, 1]))
     xy, ids = md.network.lane_points()

@@ -130,6 +130,9 @@ def paint_map(md: MapData, res: float, rng: np.random.Generator) -> GroundRaster
             cv.poly(s.polygon, ASPHALT)
     for c in md.curbs:
         cv.line(c.points, c.width, CURB)
+    for polys in md.junction_lanes.values():  # where traffic crosses a junction nothing else stands
+        for poly in polys:
+            cv.poly(poly, ASPHALT)
     for pts in md.pieces.values():  # darker asphalt patches for texture, under the marks
         for _ in range(int(len(pts) / 40)):
             q = pts[rng.integers(len(pts))] + rng.uniform(-0.3, 0.3, 2)
