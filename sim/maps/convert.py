@@ -2,8 +2,8 @@
 
 Every drivable lane of every lane section becomes a lane path in its driving direction;
 successors come from the lane links, road links and junction connections. Runs of pieces
-with one way on are merged into one lane (traffic looks three lanes ahead), and the graph is
-cut to its largest strongly connected part so that traffic never meets a dead end.
+with one way on are merged into one lane (traffic looks three lanes ahead), and pieces that
+can only end in a dead end are left out of the traffic graph (they are still painted).
 Road marks become markings (RoadLine) on the lane borders; curbs stay curbs.
 """
 
@@ -20,7 +20,7 @@ from sim.maps.opendrive import Road as XRoad
 from sim.maps.refline import lane_borders, lateral, reference_line, sample_s
 
 DRIVABLE = ("driving", "entry", "exit", "onramp", "offramp", "connectingramp")
-DOUBLE_GAP = 0.06  # metres of paint-free gap between the two lines of a double mark
+DOUBLE_GAP = 0.15  # metres of paint-free gap between the two lines of a double mark (as our towns draw them)
 STANDARD_DASH = (3.0, 6.0)  # line, gap of a "broken" mark without a <type> definition
 LINK_GAP = 3.0  # a link whose ends are further apart than this is dropped (a file error)
 
@@ -54,7 +54,7 @@ class MapData:
     lane_pieces: list[list[Key]]  # per network lane: the pieces merged into it
     successors: dict[Key, list[Key]] = field(default_factory=dict)  # the whole piece graph, dead ends too
     dropped_links: int = 0
-    outside_graph: int = 0  # drivable pieces not in the strongly connected part
+    outside_graph: int = 0  # drivable pieces left out of the traffic graph (they lead to dead ends)
     junction_ids: list[str] = field(default_factory=list)
 
 
@@ -228,48 +228,25 @@ class _Builder:
         return out
 
 
-def _largest_scc(succ: dict[Key, list[Key]]) -> set[Key]:
-    """Largest strongly connected set of the graph (iterative Tarjan)."""
-    index: dict[Key, int] = {}
-    low: dict[Key, int] = {}
-    on_stack: set[Key] = set()
-    stack: list[Key] = []
-    best: set[Key] = set()
-    counter = 0
-    for root in succ:
-        if root in index:
+def _leading_on(succ: dict[Key, list[Key]]) -> set[Key]:
+    """Pieces from which traffic can drive on for ever: dead ends removed until none is left."""
+    preds: dict[Key, list[Key]] = {k: [] for k in succ}
+    for k, nexts in succ.items():
+        for n in nexts:
+            preds[n].append(k)
+    left = {k: len(set(v)) for k, v in succ.items()}
+    dead = [k for k, n in left.items() if n == 0]
+    gone: set[Key] = set()
+    while dead:
+        k = dead.pop()
+        if k in gone:
             continue
-        work = [(root, 0)]
-        while work:
-            v, i = work.pop()
-            if i == 0:
-                index[v] = low[v] = counter
-                counter += 1
-                stack.append(v)
-                on_stack.add(v)
-            nbrs = succ[v]
-            if i < len(nbrs):
-                work.append((v, i + 1))
-                w = nbrs[i]
-                if w not in index:
-                    work.append((w, 0))
-                elif w in on_stack:
-                    low[v] = min(low[v], index[w])
-                continue
-            if low[v] == index[v]:
-                comp = set()
-                while True:
-                    w = stack.pop()
-                    on_stack.discard(w)
-                    comp.add(w)
-                    if w == v:
-                        break
-                if len(comp) > len(best):
-                    best = comp
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[v])
-    return best
+        gone.add(k)
+        for p in set(preds[k]):
+            left[p] -= 1
+            if left[p] == 0:
+                dead.append(p)
+    return set(succ) - gone
 
 
 def _merge(keys: list[Key], succ: dict[Key, list[Key]], junction: dict[Key, str]) -> list[list[Key]]:
@@ -306,9 +283,7 @@ def build_map(doc: OpenDrive, margin: float = 30.0) -> MapData:
         b.road(road)
     keys = list(b.pieces)
     full = {k: b.successors(k) for k in keys}
-    strong = _largest_scc(full)
-    if len(strong) == 1 and next(iter(strong)) not in full[next(iter(strong))]:
-        strong = set()  # one piece that does not lead back to itself: no loop to drive
+    strong = _leading_on(full)
     kept = [k for k in keys if k in strong]
     succ = {k: [s for s in full[k] if s in strong] for k in kept}
     junction = {k: doc.roads[k[0]].junction for k in kept}
