@@ -136,7 +136,7 @@ def test_each_mark_type_is_drawn_as_the_file_says():
     by_y: dict[float, list[MapMarking]] = {}
     for m in lines:
         by_y.setdefault(round(float(m.points[:, 1].mean()), 2), []).append(m)
-    # The outer border of lane -(i+1) is at y = -3 (i+1); doubles are 0.105 m either side of it.
+    # The outer border of lane -(i+1) is at y = -3 (i+1); doubles are 0.15 m either side of it (as our towns draw them).
     expect = {
         "solid": 1,
         "broken": 1,
@@ -156,7 +156,7 @@ def test_each_mark_type_is_drawn_as_the_file_says():
             assert m.color == ("yellow" if i % 2 else "white")
         if len(near) == 2:
             inner, outer = sorted(near, key=lambda m: -float(m.points[:, 1].mean()))  # right lanes: inside is +y
-            assert float(inner.points[0, 1] - outer.points[0, 1]) == pytest.approx(0.21, abs=1e-6)
+            assert float(inner.points[0, 1] - outer.points[0, 1]) == pytest.approx(0.30, abs=1e-6)
             want = kind.split()
             assert [inner.kind, outer.kind] == ["dashed" if k == "broken" else "solid" for k in want]
     curbs = [c for c in md.curbs if abs(float(c.points[:, 1].mean()) + 3.0 * (X.MARK_TYPES.index("curb") + 1)) < 0.1]
