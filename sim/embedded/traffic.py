@@ -55,6 +55,7 @@ class Traffic:
         # first_come: also yield to a car from another lane that reaches the junction first
         # (maps from files have short approach lanes where two cars can commit together).
         self.first_come = first_come
+        self._approaching: dict | None = None
         self.vehicles: list[Vehicle] = []
         self.holders: dict[int, set[int]] = {}  # junction -> vehicles inside, from one lane
         self._entry: dict[int, int] = {}  # vehicle -> lane it entered its junction from
@@ -117,17 +118,19 @@ class Traffic:
 
     def _someone_first(self, me: Vehicle, node: int | None, lane_id: int, my_dist: float) -> bool:
         """Whether a car approaching `node` from another lane arrives before me (ties: lower id)."""
+        if self._approaching is None:  # who is about to enter which junction: once per tick
+            self._approaching = {}
+            for o in self.vehicles:
+                if not o.route:
+                    continue
+                lane, nxt = self.lane(o.lane), self.lane(o.route[0])
+                if lane.road is None or nxt.road is not None:
+                    continue
+                d = lane.path.length - o.s
+                if d < o.v * o.v / (2 * B_COMF) + 4.0:
+                    self._approaching.setdefault(nxt.node, []).append((d / max(o.v, 0.5), o.id, o.lane))
         mine = (my_dist / max(me.v, 0.5), me.id)
-        for o in self.vehicles:
-            if o is me or o.lane == lane_id or not o.route:
-                continue
-            lane, nxt = self.lane(o.lane), self.lane(o.route[0])
-            if lane.road is None or nxt.road is not None or nxt.node != node:
-                continue
-            d = lane.path.length - o.s
-            if d < o.v * o.v / (2 * B_COMF) + 4.0 and (d / max(o.v, 0.5), o.id) < mine:
-                return True
-        return False
+        return any((t, i) < mine for t, i, lane in self._approaching.get(node, ()) if lane != lane_id and i != me.id)
 
     def _from_lane(self, vid: int) -> int:
         return self._entry.get(vid, -1)
@@ -159,7 +162,9 @@ class Traffic:
 
     # -- motion -------------------------------------------------------------------------------
     def step_npcs(self, dt: float) -> None:
+        self._approaching = None  # the ego has moved
         accels = [self.target_accel(v) for v in self.vehicles[1:]]
+        self._approaching = None
         for veh, a in zip(self.vehicles[1:], accels, strict=True):
             veh.v = max(0.0, veh.v + a * dt)
             veh.s += veh.v * dt
