@@ -169,7 +169,12 @@ class CameraRenderer:
         lut = self.lut.astype(np.float32)[None, None]  # (1, 1, 256, 3)
         table = lut * gain_c[:, None, None, None] * (1 - fog_c)[None, :, None, None] + (
             fog_c[None, :, None, None] * lt.fog_rgb[None, None, None, :])
-        self.g_table = np.clip(table, 0, 255).astype(np.uint8).reshape(-1, 3)
+        rgb = np.clip(table, 0, 255).astype(np.uint8).reshape(-1, 3)
+        # (R, G, B, tag) of each (class, material byte) packed in one uint32: a frame's ground is
+        # then one gather straight into the 4-channel image, seen as uint32 pixels.
+        tag = np.tile(rmat.TAG_OF_BYTE, len(rgb) // 256)[:, None]
+        self.g_table = np.ascontiguousarray(np.concatenate([rgb, tag], 1)).view(np.uint32)[:, 0]
+        self._g_idx = np.empty(self.g_index.shape, np.int32)
         # Rain streaks: a few precomputed layers, one per frame in turn.
         self.rain_layers = []
         if lt.rain > 0:
@@ -187,13 +192,14 @@ class CameraRenderer:
         """RGB (HxWx3 uint8) and tag ids (HxW uint8) seen from the ego pose."""
         self._set_weather(weather)
         r_wc, c = self.pose(x, y, yaw)
-        img = self.background.copy()
+        img = np.empty_like(self.background)
+        img[: self.v0] = self.background[: self.v0]  # _ground writes every row below
         self._ground(img, r_wc, c)
         self._objects(img, r_wc, c, scenery, dynamic)
-        rgb = np.ascontiguousarray(img[..., :3])
+        rgb = cv2.cvtColor(img, cv2.COLOR_RGBA2RGB)  # OpenCV splits channels far faster than numpy
         if self.rain_layers:
             rgb = cv2.add(rgb, self.rain_layers[frame % len(self.rain_layers)])
-        return rgb, np.ascontiguousarray(img[..., 3])
+        return rgb, cv2.extractChannel(img, 3)
 
     def _ground(self, img: np.ndarray, r_wc: np.ndarray, c: np.ndarray) -> None:
         h, w = self.spec.height, self.spec.width
@@ -204,11 +210,14 @@ class CameraRenderer:
         shift = np.array([[1, 0, 0], [0, 1, self.v0], [0, 0, 1.0]])
         m = self.ground.world_to_px() @ np.linalg.inv(h_wi) @ shift
         border = (tags.TERRAIN, rmat.GRASS * 16 + 8, 0, 0)
+        # Warp both raster channels, not the material alone: OpenCV 5 samples 1-channel images
+        # with other (float) coordinate kernels, which would move some pixels.
         out = cv2.warpPerspective(self.ground.data, m, (w, h - self.v0),
                                   flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=border)
-        img[self.v0 :, :, 3] = out[..., 0]
-        img[self.v0 :, :, :3] = self.g_table[self.g_index + out[..., 1]]
+        # The tag comes from the material byte (raster.TAG_OF_BYTE); out[..., 0] equals it.
+        np.add(self.g_index, out[..., 1], out=self._g_idx)
+        np.take(self.g_table, self._g_idx, out=img.view(np.uint32)[self.v0 :, :, 0], mode="clip")
 
     def _objects(self, img, r_wc, c, scenery: Scenery, dynamic: Boxes) -> None:
         items: list[tuple] = []  # (depth, polygon int32 (k, 2) or circle, colour + tag)
