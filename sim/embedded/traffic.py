@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim import tags
-from sim.embedded.geometry import wrap_angle
+from sim.embedded.geometry import wrap_scalar
 from sim.embedded.props import Boxes
 from sim.embedded.roadnet import Lane, RoadNetwork
 from sim.types import Control
@@ -178,7 +178,7 @@ def bicycle_step(x: float, y: float, yaw: float, v: float, c: Control, dt: float
         acc = -acc
     v = max(0.0, v + acc * dt) if not c.reverse else min(0.0, v + acc * dt)
     delta = -c.steer * MAX_STEER_RAD
-    yaw = float(wrap_angle(yaw + v / WHEELBASE_M * math.tan(delta) * dt))
+    yaw = wrap_scalar(yaw + v / WHEELBASE_M * math.tan(delta) * dt)
     return x + v * math.cos(yaw) * dt, y + v * math.sin(yaw) * dt, yaw, v
 
 
