@@ -99,6 +99,10 @@ class CameraRenderer:
         horizon = cy + self.f * math.tan(pitch)  # pitch < 0 puts the horizon above centre
         self.v0 = int(min(max(math.floor(horizon) + 2, 0), h))
         self._seed = seed
+        self._optical = optical_to_vehicle(spec.pitch_deg)
+        # Ground homography factors that do not move: raster <- world, and the image row offset.
+        self._w2px = ground.world_to_px()
+        self._shift = np.array([[1, 0, 0], [0, 1, self.v0], [0, 0, 1.0]])
         self._weather_key: tuple | None = None
         # Ground points of every ground pixel in the camera's body frame (fixed to the car).
         vv, uu = np.mgrid[self.v0 : h, 0:w].astype(np.float64) + 0.5
@@ -119,7 +123,7 @@ class CameraRenderer:
         cy_ = y + sz * s.x + cz * s.y
         c2, s2 = math.cos(yaw_c), math.sin(yaw_c)
         rz = np.array([[c2, -s2, 0], [s2, c2, 0], [0, 0, 1.0]])
-        r_cw = rz @ optical_to_vehicle(s.pitch_deg)  # optical -> world
+        r_cw = rz @ self._optical  # optical -> world
         return r_cw.T, np.array([cx_, cy_, s.z])
 
     def _set_weather(self, w: Weather) -> None:
@@ -207,8 +211,7 @@ class CameraRenderer:
             return
         t = -r_wc @ c
         h_wi = self.K @ np.column_stack([r_wc[:, 0], r_wc[:, 1], t])  # world ground -> image
-        shift = np.array([[1, 0, 0], [0, 1, self.v0], [0, 0, 1.0]])
-        m = self.ground.world_to_px() @ np.linalg.inv(h_wi) @ shift
+        m = self._w2px @ np.linalg.inv(h_wi) @ self._shift
         border = (tags.TERRAIN, rmat.GRASS * 16 + 8, 0, 0)
         # Warp both raster channels, not the material alone: OpenCV 5 samples 1-channel images
         # with other (float) coordinate kernels, which would move some pixels.
@@ -293,18 +296,18 @@ class CameraRenderer:
         base = boxes.color[idx[ks]].astype(float) * shade[:, None]
         cols = self._colors(base, dist[ks], boxes.tag[idx[ks]])
         pix = np.round(np.clip(uv, -8 * w, 8 * w) * 4).astype(np.int32)
-        out = []
-        for j, (k, fi) in enumerate(zip(ks.tolist(), fs.tolist(), strict=True)):
-            if front[k]:
-                poly = pix[k, FACES[fi]]
-            else:
-                q = _clip_near(cam[k, FACES[fi]])
-                if len(q) < 3:
-                    continue
-                quv = q[:, :2] / q[:, 2:3] * self.f + (w / 2, h / 2)
-                poly = np.round(np.clip(quv, -8 * w, 8 * w) * 4).astype(np.int32)
-            out.append((float(dist[k]), poly, cols[j]))
-        return out
+        # Every visible face's corners in one gather; only faces crossing the near plane loop.
+        quads = pix[ks[:, None], FACES[fs]]  # (n, 4, 2)
+        crossing = np.nonzero(~front[ks])[0].tolist()
+        out = list(zip(dist[ks].tolist(), quads, cols, strict=True))
+        for j in crossing:
+            q = _clip_near(cam[ks[j], FACES[fs[j]]])
+            if len(q) < 3:
+                out[j] = None
+                continue
+            quv = q[:, :2] / q[:, 2:3] * self.f + (w / 2, h / 2)
+            out[j] = (out[j][0], np.round(np.clip(quv, -8 * w, 8 * w) * 4).astype(np.int32), cols[j])
+        return [it for it in out if it is not None] if crossing else out
 
 
 def _clip_near(poly: np.ndarray) -> np.ndarray:
