@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim import tags
-from sim.embedded.geometry import wrap_angle
+from sim.embedded.geometry import wrap_scalar
 from sim.embedded.props import Boxes
 from sim.embedded.roadnet import Lane, RoadNetwork
 from sim.types import Control
@@ -84,10 +84,12 @@ class Traffic:
         """(gap to the car or stop line ahead on my path [m], its speed)."""
         best_gap, best_v = math.inf, 0.0
         path = [me.lane] + me.route
+        on_path = set(path)
+        others = [o for o in self.vehicles if o.lane in on_path and o is not me]  # in vehicle order
         offset = -me.s
         for depth, lane_id in enumerate(path):
-            for o in self.vehicles:
-                if o is me or o.lane != lane_id:
+            for o in others:
+                if o.lane != lane_id:
                     continue
                 d = offset + o.s
                 if depth == 0 and o.s <= me.s:
@@ -182,17 +184,17 @@ class Traffic:
     def boxes(self, skip_ego: bool = True) -> Boxes:
         vs = self.vehicles[1:] if skip_ego else self.vehicles
         rows = []
-        for v in vs:
+        for v in vs:  # plain floats: per-vehicle numpy arrays cost more than the arithmetic
             l_, w_, h_ = v.size
-            fwd = np.array([math.cos(v.yaw), math.sin(v.yaw)])
-            base = np.array([v.x, v.y])
+            fx, fy = math.cos(v.yaw), math.sin(v.yaw)
             if v.tag == tags.TRUCK:
-                rows.append((base - fwd * 1.2, v.yaw, (l_ - 2.4, w_, h_ - 0.4), 0.4, v.color, v.tag))
-                rows.append((base + fwd * (l_ / 2 - 1.1), v.yaw, (2.2, w_, 2.2), 0.4, (60, 60, 70), v.tag))
+                k = l_ / 2 - 1.1
+                rows.append(((v.x - fx * 1.2, v.y - fy * 1.2), v.yaw, (l_ - 2.4, w_, h_ - 0.4), 0.4, v.color, v.tag))
+                rows.append(((v.x + fx * k, v.y + fy * k), v.yaw, (2.2, w_, 2.2), 0.4, (60, 60, 70), v.tag))
             else:
-                rows.append((base, v.yaw, (l_, w_, 0.85), 0.3, v.color, v.tag))
+                rows.append(((v.x, v.y), v.yaw, (l_, w_, 0.85), 0.3, v.color, v.tag))
                 dark = tuple(int(c * 0.55) for c in v.color)
-                rows.append((base - fwd * 0.3, v.yaw, (2.3, w_ * 0.9, 0.55), 1.15, dark, v.tag))
+                rows.append(((v.x - fx * 0.3, v.y - fy * 0.3), v.yaw, (2.3, w_ * 0.9, 0.55), 1.15, dark, v.tag))
         return Boxes.from_rows(rows)
 
 
@@ -204,7 +206,7 @@ def bicycle_step(x: float, y: float, yaw: float, v: float, c: Control, dt: float
         acc = -acc
     v = max(0.0, v + acc * dt) if not c.reverse else min(0.0, v + acc * dt)
     delta = -c.steer * MAX_STEER_RAD
-    yaw = float(wrap_angle(yaw + v / WHEELBASE_M * math.tan(delta) * dt))
+    yaw = wrap_scalar(yaw + v / WHEELBASE_M * math.tan(delta) * dt)
     return x + v * math.cos(yaw) * dt, y + v * math.sin(yaw) * dt, yaw, v
 
 
@@ -216,6 +218,11 @@ def pure_pursuit(x: float, y: float, yaw: float, tx: float, ty: float) -> float:
 
 def obb_overlap(a: tuple, b: tuple) -> bool:
     """Separating-axis test of two ground rectangles (x, y, yaw, length, width)."""
+    # Centres farther apart than the two circumradii (plus 1 cm) cannot overlap: skip the axes.
+    reach = (math.hypot(a[3], a[4]) + math.hypot(b[3], b[4])) / 2 + 0.01
+    if (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 > reach * reach:
+        return False
+
     def axes(r):
         c, s = math.cos(r[2]), math.sin(r[2])
         return [(c, s), (-s, c)]
