@@ -203,6 +203,36 @@ def test_t_junction_topology_surface_and_carla_agreement():
     assert ours == carla_successors(m)
 
 
+def test_x_junction_every_arm_reaches_the_other_three_as_carla_says():
+    text = X.x_junction()
+    md = build_map(parse(text))
+    succ = md.successors
+    for arm in "1234":
+        moves = succ[(arm, 0, 1)]
+        assert len(moves) == 3  # straight, left, right
+        ends = {succ[m][0] for m in moves}
+        assert ends == {(b, 0, -1) for b in "1234" if b != arm}
+    for a, nexts in succ.items():
+        for b in nexts:
+            assert np.hypot(*(md.pieces[a][-1] - md.pieces[b][0])) < 1e-6
+    g = paint_map(md, 0.1, np.random.default_rng(0))
+    for x, y in [(0.0, 0.0), (5.0, 5.0), (-5.0, -5.0), (5.0, -5.0), (-5.0, 5.0), (0.0, -12.0)]:
+        assert g.tag_at(x, y) in (tags.ROAD, tags.ROAD_LINE), (x, y)
+    assert g.tag_at(20.0, 20.0) == tags.TERRAIN
+    m = carla_map("X", text)
+    assert centre_errors(md, m).max() < 0.01
+    assert {k: set(v) for k, v in succ.items() if v} == carla_successors(m)
+
+
+def test_ground_tags_follow_the_material_bytes():
+    """The renderer reads a ground pixel's tag from its material byte (raster.TAG_OF_BYTE)."""
+    from sim.embedded.raster import TAG_OF_BYTE
+
+    for text in (X.x_junction(), X.marks_road()):
+        d = paint_map(build_map(parse(text)), 0.05, np.random.default_rng(1)).data
+        assert np.array_equal(TAG_OF_BYTE[d[..., 1]], d[..., 0])
+
+
 # -- bad files ---------------------------------------------------------------------------------
 BAD = {
     "not_xml": ("<OpenDRIVE>\n<road id='1'\n", 2, "not XML"),
