@@ -329,3 +329,21 @@ def test_autopilot_and_traffic_stay_on_the_road_of_town03_xodr(town03_scenario):
             for v in sim.traffic.vehicles:
                 off_road += ground.tag_at(v.x, v.y) not in (tags.ROAD, tags.ROAD_LINE)
         assert obs.ego.distance > 400 and worst < 1.2 and off_road == 0, (obs.ego.distance, worst, off_road)
+
+
+def test_traffic_on_town10hd_xodr_does_not_lock_up():
+    """Short roads link Town10HD's junctions: cars must not enter one without room after it.
+
+    Before the no-room rule, seed 2 locked up for good at 1.25 km (every car stopped).
+    """
+    sc = Scenario(
+        map=str(shared("Town10HD")), seed=2, npc_vehicles=16, frames=None, cameras=(CameraSpec(width=64, height=32),)
+    )
+    with make_backend("embedded") as sim:
+        obs = sim.reset(sc)
+        collisions = 0
+        for _ in range(9000):
+            obs = sim.step(render=False)
+            collisions += obs.ego.collision
+        moving = sum(v.v > 0.3 for v in sim.traffic.vehicles)
+    assert obs.ego.distance > 1800.0 and moving >= 8 and collisions == 0

@@ -108,6 +108,8 @@ class Traffic:
                 blocked = bool(holders) and any(self._from_lane(h) != lane_id for h in holders if h != me.id)
                 if not blocked and self.first_come:
                     blocked = self._someone_first(me, node, lane_id, offset + lane.path.length)
+                if not blocked and self.first_come and depth + 2 < len(path):
+                    blocked = self._no_room_after(me, path[depth + 2], offset + lane.path.length)
                 if blocked:
                     gap = offset + lane.path.length - me.size[0] / 2 - 0.5
                     if gap < best_gap:
@@ -133,6 +135,32 @@ class Traffic:
                     self._approaching.setdefault(nxt.node, []).append((d / max(o.v, 0.5), o.id, o.lane))
         mine = (my_dist / max(me.v, 0.5), me.id)
         return any((t, i) < mine for t, i, lane in self._approaching.get(node, ()) if lane != lane_id and i != me.id)
+
+    def _no_room_after(self, me: Vehicle, exit_lane: int, my_dist: float) -> bool:
+        """Whether the lane after the junction has no room for me (do not block the junction box).
+
+        Room is needed for me and for every car inside a junction that heads into the same lane;
+        cars on that lane take it from its start, and a lane that ends at the next junction has
+        no more than its length (CARLA's towns link junctions by roads of about 10 m). Without
+        this rule, cars that wait inside one junction for the next can hold both, and a ring of
+        such junctions locks up for good (Town10HD.xodr did within 4000 steps).
+        A car too close to its stop line to brake (at 6 m/s^2) is committed and goes on.
+        """
+        if my_dist < me.v * me.v / 12.0 + 0.5:
+            return False
+        need = me.size[0] + 1.5
+        lane = self.lane(exit_lane)
+        ends_at_junction = any(self.lane(n).road is None for n in lane.successors)
+        # (a lane too short for one car alone takes one at a time, else nobody could ever enter)
+        free = max(lane.path.length, need) if ends_at_junction and not lane.path.closed else math.inf
+        for o in self.vehicles:
+            if o is me:
+                continue
+            if o.lane == exit_lane:
+                free = min(free, o.s - o.size[0] / 2)
+            elif o.route and o.route[0] == exit_lane and self.lane(o.lane).road is None:
+                need += o.size[0] + 1.5
+        return free < need
 
     def _from_lane(self, vid: int) -> int:
         return self._entry.get(vid, -1)
