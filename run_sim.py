@@ -73,11 +73,19 @@ def build_scenario(args: argparse.Namespace) -> Any:
 
     scenario = load_scenario(args.scenario or DEFAULT_SCENARIO)
     kw: dict[str, Any] = {}
+    if args.town and args.map:
+        raise UsageError("--town and --map exclude each other (a procedural town or an OpenDRIVE file)")
     if args.town:
         kw["town"] = args.town
+        kw["map"] = None
         kw["ego_spawn"] = None if args.scenario is None else scenario.ego_spawn
         if args.scenario is None:
             kw["name"] = args.town.lower()
+    if args.map:
+        kw["map"] = args.map
+        kw["ego_spawn"] = None if args.scenario is None else scenario.ego_spawn
+        if args.scenario is None:
+            kw["name"] = Path(args.map).stem.lower()
     if args.weather:
         kw["weathers"] = (Weather.preset(args.weather),)
         if args.scenario is None:
@@ -196,7 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("world")
     g.add_argument("--scenario", help=f"scenario TOML file or shipped name (default {DEFAULT_SCENARIO})")
-    g.add_argument("--town", help="map, overriding the scenario's (e.g. Town03)")
+    g.add_argument("--town", help="procedural town, overriding the scenario's (e.g. Town03)")
+    g.add_argument(
+        "--map",
+        metavar="FILE",
+        help="OpenDRIVE road network (.xodr, e.g. CARLA's Town03.xodr), overriding the scenario's town and map",
+    )
     g.add_argument("--weather", help="weather preset, overriding the scenario's (e.g. ClearNoon, HardRainNoon)")
     g.add_argument("--frames", type=int, help="frames per episode (default: the scenario's)")
     g.add_argument("--seed", type=int, help="episode seed (default: the scenario's)")

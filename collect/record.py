@@ -185,7 +185,7 @@ def plan_recording(
         )
     return Manifest(
         backend=backend,
-        town=scenario.town,
+        town=scenario.place,
         scenario=_scenario_to_dict(scenario),
         seed=seed,
         every=every,
@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("world")
-    g.add_argument("--town", help="map (default: the scenario's, Town03)")
+    g.add_argument("--town", help="procedural town (default: the scenario's, Town03)")
+    g.add_argument("--map", metavar="FILE", help="OpenDRIVE road network (.xodr) instead of a procedural town")
     g.add_argument("--scenario", help="scenario TOML file or shipped name (e.g. town03_clear)")
     g.add_argument("--backend", choices=BACKENDS, default="embedded", help="simulator (default: embedded)")
     g.add_argument("--host", default="127.0.0.1", help="CARLA server host")
@@ -376,8 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _scenario_from_args(args: argparse.Namespace) -> Scenario:
     scenario = load_scenario(args.scenario) if args.scenario else Scenario(name="record", ego_spawn=None)
     kw: dict[str, Any] = {}
+    if args.town and args.map:
+        raise ValueError("--town and --map exclude each other (a procedural town or an OpenDRIVE file)")
     if args.town:
         kw["town"] = args.town
+        kw["map"] = None
+    if args.map:
+        kw["map"] = args.map
     if args.npc_vehicles is not None:
         if args.npc_vehicles < 0:
             raise ValueError(f"--npc-vehicles must be >= 0, got {args.npc_vehicles}")
@@ -407,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with interrupt_on_signals():  # kill and Ctrl-C (even in the background) unwind
             scenario = _scenario_from_args(args)
-            out = Path(args.out) if args.out else Path("data") / scenario.town.lower()
+            out = Path(args.out) if args.out else Path("data") / Path(scenario.place).stem.lower()
             manifest = None
             if not (args.resume and (out / "manifest.json").is_file()):
                 weather = args.weather if args.weather else (None if args.scenario else "cycle")

@@ -325,7 +325,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if strip_png:
         sections.append(("Where the models disagree", _img(strip_png)))
     meta = (
-        f"{html.escape(str(summary.get('scenario')))} ({html.escape(str(summary.get('town')))}, "
+        f"{html.escape(str(summary.get('scenario')))} ({html.escape(str(summary.get('map') or summary.get('town')))}, "
         f"{html.escape(', '.join(summary.get('weathers', [])))}), seed {summary.get('seed')}, drive "
         f"{summary.get('drive')}{' with real-time budget' if summary.get('realtime') else ''}, backend "
         f"{summary.get('backend')}, {summary.get('threads')} threads, {summary.get('rows')} rows, end: "

@@ -99,6 +99,7 @@ def run_summary(
         "scenario": sc.name,
         "scenario_source": sc.source,
         "town": sc.town,
+        "map": sc.map,
         "weathers": [w.name for w in sc.weathers],
         "seed": cfg.seed_value,
         "drive": cfg.drive,

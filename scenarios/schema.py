@@ -22,6 +22,7 @@ class Scenario:
 
     name: str = "default"
     town: str = "Town03"
+    map: str | None = None  # an OpenDRIVE file (.xodr): the road network instead of the town's
     seed: int = 0
     dt: float = 0.05
     frames: int | None = 600
@@ -36,6 +37,11 @@ class Scenario:
     description: str = ""
     source: str = field(default="", compare=False)
 
+    @property
+    def place(self) -> str:
+        """What the episode drives on, for names and logs: the map file's name, else the town."""
+        return Path(self.map).name if self.map else self.town
+
     def weather_at(self, frame: int) -> Weather:
         """The weather in force at a frame (a list of weathers cycles every `weather_every`)."""
         return self.weathers[(frame // max(self.weather_every, 1)) % len(self.weathers)]
@@ -48,7 +54,7 @@ class Scenario:
 
 
 _TOP_KEYS = {
-    "name": str, "town": str, "seed": int, "dt": float, "frames": int, "metres": float,
+    "name": str, "town": str, "map": str, "seed": int, "dt": float, "frames": int, "metres": float,
     "weather": object, "weather_every": int, "npc_vehicles": int, "npc_walkers": int,
     "target_speed": float, "ego": dict, "camera": list, "description": str,
 }
@@ -147,6 +153,8 @@ def scenario_from_dict(data: dict, where: str = "scenario") -> Scenario:
             raise _fail(where, f"key {key!r} must be >= 0, got {kwargs[key]}")
     if not 0.005 <= kwargs.get("dt", 0.05) <= 0.5:
         raise _fail(where, f"key 'dt' must be between 0.005 and 0.5 s, got {kwargs['dt']}")
+    if "map" in kwargs and not kwargs["map"].strip():
+        raise _fail(where, "key 'map' is empty (give the path of an OpenDRIVE .xodr file)")
     if kwargs.get("target_speed", 8.0) <= 0:
         raise _fail(where, "key 'target_speed' must be > 0 (metres per second)")
     return Scenario(**kwargs, source=where)
@@ -174,4 +182,8 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
     except (OSError, UnicodeDecodeError) as e:
         raise ScenarioError(f"{path}: cannot read ({e})") from None
     data.setdefault("name", path.stem)
+    if isinstance(data.get("map"), str) and not Path(data["map"]).is_absolute():
+        beside = path.parent / data["map"]  # a map path is relative to the scenario file when it is there
+        if beside.exists():
+            data["map"] = str(beside)
     return scenario_from_dict(data, where=str(path))

@@ -19,11 +19,12 @@ from sim.backend import BackendError, make_backend
 from sim.types import PRESET_NAMES, CameraSpec, Weather
 
 
-def sheet(town: str, seed: int, weathers: list[str], warmup: int, camera: CameraSpec) -> np.ndarray:
+def sheet(town: str, seed: int, weathers: list[str], warmup: int, camera: CameraSpec,
+          map_file: str | None = None) -> np.ndarray:
     """Rows of RGB | labels | overlay, one per weather, from the same place and time."""
     rows = []
     for name in weathers:
-        sc = Scenario(name=f"preview_{name}", town=town, seed=seed, weathers=(Weather.preset(name),),
+        sc = Scenario(name=f"preview_{name}", town=town, map=map_file, seed=seed, weathers=(Weather.preset(name),),
                       cameras=(camera,), frames=None)
         with make_backend("embedded") as sim:
             obs = sim.reset(sc)
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: python -m sim.preview --town Town10HD --weather ClearNoon,HardRainNight --out sheet.png",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--town", default="Town03")
+    ap.add_argument("--map", metavar="FILE", help="OpenDRIVE road network (.xodr) instead of the procedural town")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weather", default="all", help="comma-separated preset names, or 'all' (default)")
     ap.add_argument("--warmup", type=int, default=80, help="autopilot steps before the picture")
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         camera = replace(CameraSpec(), width=args.width, height=args.height)
         if out.exists() and not args.overwrite:
             raise ValueError(f"{out} exists (use --overwrite to replace it)")
-        img = sheet(args.town, args.seed, names, args.warmup, camera)
+        img = sheet(args.town, args.seed, names, args.warmup, camera, args.map)
     except (ValueError, BackendError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -8,19 +8,22 @@ import numpy as np
 
 from scenarios.schema import Scenario
 from sim.backend import BackendBase, BackendError
-from sim.embedded.geometry import wrap_angle
+from sim.embedded.geometry import wrap_scalar
 from sim.embedded.props import Boxes
 from sim.embedded.render import CameraRenderer
 from sim.embedded.town import Town, load_town
 from sim.embedded.towns import town_names
 from sim.embedded.traffic import Traffic, Vehicle, bicycle_step, obb_overlap, pure_pursuit
+from sim.maps.load import load_xodr_town
+from sim.maps.opendrive import OpenDriveError
 from sim.types import CameraFrame, Control, EgoState, Observation
 
 EGO_SIZE = (4.6, 1.95, 1.5)
 
 
 class EmbeddedBackend(BackendBase):
-    """Procedural towns, lane-following traffic and a raster/box renderer, all in-process.
+    """Procedural towns or OpenDRIVE maps (`scenario.map`), lane-following traffic and a
+    raster/box renderer, all in-process.
 
     Same scenario and seed give the same frames bit for bit. `step(None)` lets the
     built-in autopilot drive (lane following, curve speeds, queueing, turns at junctions).
@@ -37,7 +40,9 @@ class EmbeddedBackend(BackendBase):
         if self._closed:
             raise BackendError("the embedded backend was closed (make a new one with make_backend)")
         try:
-            self.town = load_town(scenario.town)
+            self.town = load_xodr_town(scenario.map) if scenario.map else load_town(scenario.town)
+        except OpenDriveError as e:
+            raise BackendError(f"{e} (fix the file or choose another map)") from None
         except KeyError:
             raise BackendError(
                 f"unknown town {scenario.town!r} for the embedded simulator "
@@ -47,7 +52,7 @@ class EmbeddedBackend(BackendBase):
         self.seed = scenario.seed if seed is None else int(seed)
         rng = np.random.default_rng([self.seed, 1])
         net = self.town.network
-        self.traffic = Traffic(net, np.random.default_rng([self.seed, 2]))
+        self.traffic = Traffic(net, np.random.default_rng([self.seed, 2]), first_come=scenario.map is not None)
         spawns = net.spawn_points
         k = scenario.ego_spawn if scenario.ego_spawn is not None else int(rng.integers(len(spawns)))
         lane, s = spawns[k % len(spawns)]
@@ -122,7 +127,7 @@ class EmbeddedBackend(BackendBase):
             best = None
             for cand in tr.lane(ego.lane).successors:
                 cs, clat, ch = tr.lane(cand).path.project(ego.x, ego.y, s_hint=0.0)
-                score = abs(clat) + 2.0 * abs(float(wrap_angle(ego.yaw - ch)))
+                score = abs(clat) + 2.0 * abs(wrap_scalar(ego.yaw - ch))
                 if best is None or score < best[0]:
                     best = (score, cand, cs)
             if best is not None:
@@ -143,7 +148,7 @@ class EmbeddedBackend(BackendBase):
         for i in order:
             lane_id = int(town.lane_of_point[i])
             s, lat, h = self.traffic.lane(lane_id).path.project(ego.x, ego.y)
-            score = abs(lat) + 4.0 * abs(float(wrap_angle(ego.yaw - h)))
+            score = abs(lat) + 4.0 * abs(wrap_scalar(ego.yaw - h))
             if best is None or score < best[0]:
                 best = (score, lane_id, s)
         if best is not None and best[1] != ego.lane:
@@ -200,7 +205,7 @@ class EmbeddedBackend(BackendBase):
         state = EgoState(
             x=ego.x, y=ego.y, z=0.0, yaw=ego.yaw, speed=ego.v, steer=getattr(self, "_steer", 0.0),
             lane_id=ego.lane, lane_width=lane.width, lateral_offset=lat,
-            heading_error=float(wrap_angle(ego.yaw - heading)), distance=self.distance,
+            heading_error=wrap_scalar(ego.yaw - heading), distance=self.distance,
             collision=collision, in_junction=lane.road is None, lead_distance=lead[0], lead_speed=lead[1],
         )
         weather = sc.weather_at(self.frame)
@@ -209,4 +214,4 @@ class EmbeddedBackend(BackendBase):
         for name, r in self._renderers.items() if render else ():
             rgb, labels = r.render(ego.x, ego.y, ego.yaw, self.town.scenery, dynamic, weather, self.frame)
             cams[name] = CameraFrame(r.spec, rgb, labels)
-        return Observation(self.frame, self.sim_time, state, cams, weather.name, sc.town)
+        return Observation(self.frame, self.sim_time, state, cams, weather.name, self.town.name)

@@ -1,0 +1,1 @@
+"""Road networks from OpenDRIVE files (.xodr): read, convert to the embedded world, write."""
