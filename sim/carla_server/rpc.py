@@ -45,7 +45,13 @@ CMD_NOOPS = {14, 15, 16, 17, 18}
 """Accepted and ignored: physics and gravity are always on, the autopilot is the client's Traffic Manager."""
 
 
+class Bare(list):
+    """A result sent as is, not wrapped in a Response (apply_batch's list of CommandResponses)."""
+
+
 def ok(value: Any) -> list:
+    if isinstance(value, Bare):
+        return list(value)
     return [[False]] if value is VOID else [[1, value]]
 
 
@@ -75,16 +81,23 @@ class Dispatcher:
         if self.debug:
             print(f"rpc {method} {str(params)[:200]}", file=sys.stderr)
         if fn is None:
+            if self.debug:
+                print(f"error reply: {unsupported(method)}", file=sys.stderr)
             return error(unsupported(method))
         try:
             with self.world.lock:
                 return ok(fn(conn, *params))
         except (WorldError, MapError) as e:
+            if self.debug:
+                print(f"error reply: {method}: {e}", file=sys.stderr)
             return error(f"{method}: {e}")
         except (TypeError, ValueError, IndexError, KeyError) as e:
             if self.debug:
                 traceback.print_exc()
             return error(f"{method}: malformed request ({type(e).__name__}: {e})")
+        except Exception as e:  # a bug of ours: report it to the client, keep serving
+            traceback.print_exc()
+            return error(f"{method}: internal error of the laneloop CARLA server ({type(e).__name__}: {e})")
 
     def disconnected(self, conn: Connection) -> None:
         """A client went away: if it had put the world in synchronous mode, undo that and its actors."""
@@ -166,7 +179,10 @@ class Dispatcher:
         return [self.world.actors[int(i)].wire(self.world.hub) for i in ids if int(i) in self.world.actors]
 
     def rc_get_actor_bounding_box(self, conn, actor_id):
-        return self.world.get(actor_id).wire(self.world.hub)[3]
+        # The client's Traffic Manager asks for actors it has not yet seen destroyed, and an
+        # error reply on its thread aborts the client process: answer an empty box.
+        a = self.world.actors.get(int(actor_id))
+        return a.wire(self.world.hub)[3] if a is not None else [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
 
     def rc_get_vehicle_light_states(self, conn):
         return [[a.id, 0] for a in self.world.vehicles()]
@@ -182,6 +198,9 @@ class Dispatcher:
 
     def rc_freeze_all_traffic_lights(self, conn, frozen):
         return VOID
+
+    def rc_reset_all_traffic_lights(self, conn):
+        return VOID  # there are no traffic lights
 
     # -- actors -----------------------------------------------------------------------------
     def rc_spawn_actor(self, conn, description, transform):
@@ -231,7 +250,7 @@ class Dispatcher:
         responses = [self._command(conn, c) for c in commands]
         if do_tick_cue:
             self.world.tick()
-        return responses
+        return Bare(responses)
 
     def _command(self, conn, command: list, future: int = 0) -> list:
         """One batch command -> CommandResponse ([[1, actor id]] or [[0, [message]]])."""
@@ -263,6 +282,8 @@ class Dispatcher:
                 raise WorldError(unsupported(f"command {CMD_NAMES.get(index, index)}"))
             return [[1, actor_id]]
         except WorldError as e:
+            if self.debug:
+                print(f"batch command error: {e}", file=sys.stderr)
             return [[0, [str(e)]]]
         except (TypeError, ValueError, IndexError) as e:
             return [[0, [f"malformed batch command ({type(e).__name__}: {e})"]]]

@@ -295,9 +295,13 @@ class World:
         if self.expected_streams:
             self.hub.wait_for(sorted(self.expected_streams), SUBSCRIBE_WAIT_S)
             self.expected_streams = {i for i in self.expected_streams if not self.hub.subscribed(i)}
+        # The state goes first: the client's Python sensor callbacks need the GIL, and calls like
+        # apply_batch_sync(..., True) wait for this state while holding it, so sensor frames queued
+        # ahead of the state on the client's stream threads would deadlock it. Scripts match
+        # sensor data to the tick by frame id (queues), so they see no difference.
+        self.hub.publish(EPISODE_STREAM, self.episode_state())
         if not self.settings.no_rendering_mode:
             self._publish_cameras()
-        self.hub.publish(EPISODE_STREAM, self.episode_state())
         return self.frame
 
     def _publish_cameras(self) -> None:
