@@ -29,8 +29,8 @@ from scenarios.schema import Scenario  # noqa: E402
 from sim.backend import make_backend  # noqa: E402
 from sim.carla_backend import camera_pose  # noqa: E402
 from sim.carla_server import layouts  # noqa: E402
-from sim.tags import ROAD_LINE  # noqa: E402
 from sim.embedded.traffic import bicycle_step  # noqa: E402
+from sim.tags import ROAD_LINE  # noqa: E402
 from sim.types import CameraSpec, Control  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,8 +47,13 @@ def free_port() -> int:
 def server():
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "sim.carla_server", "--port", str(port), "--town", "Town03"],
-                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim.carla_server", "--port", str(port), "--town", "Town03"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:

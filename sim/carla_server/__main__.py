@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m sim.carla_server",
         description="The embedded world behind CARLA 0.9.16's wire protocol: the real carla client connects to it.",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
     ap.add_argument("--port", type=int, default=2000, help="world (RPC) port; streams use a free port")
     where = ap.add_mutually_exclusive_group()
@@ -32,17 +34,21 @@ def main(argv: list[str] | None = None) -> int:
     from sim.carla_server.server import CarlaServer
 
     try:
-        server = CarlaServer(args.host, args.port, town=args.town, xodr=args.map, seed=args.seed,
-                             debug=args.debug).start()
+        server = CarlaServer(
+            args.host, args.port, town=args.town, xodr=args.map, seed=args.seed, debug=args.debug
+        ).start()
     except MapError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"error: cannot listen on {args.host}:{args.port} ({e.strerror}; choose another --port)",
-              file=sys.stderr)
+        print(f"error: cannot listen on {args.host}:{args.port} ({e.strerror}; choose another --port)", file=sys.stderr)
         return 1
-    print(f"carla server: {server.world.map.carla_name} on {server.host}:{server.port} "
-          f"(streams on {server.hub.port}); Ctrl-C stops", file=sys.stderr, flush=True)
+    print(
+        f"carla server: {server.world.map.carla_name} on {server.host}:{server.port} "
+        f"(streams on {server.hub.port}); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         while True:
             time.sleep(3600)

@@ -26,8 +26,9 @@ class Blueprint:
         return [self.uid, self.id, self.tags, [list(a) for a in self.attributes]]
 
 
-def _attr(name: str, kind: int, value: str, recommended: tuple = (), modifiable: bool = True,
-          restrict: bool = False) -> list:
+def _attr(
+    name: str, kind: int, value: str, recommended: tuple = (), modifiable: bool = True, restrict: bool = False
+) -> list:
     return [name, kind, value, list(recommended), modifiable, restrict]
 
 
@@ -45,9 +46,15 @@ _VEHICLES = (
     ("vehicle.carlamotors.carlacola", (2.60, 1.28, 1.28), 4, "truck"),
 )
 _CAMERA_COMMON = (
-    ("image_size_x", INT, "800"), ("image_size_y", INT, "600"), ("fov", FLOAT, "90.0"),
-    ("sensor_tick", FLOAT, "0.0"), ("lens_circle_falloff", FLOAT, "5.0"), ("lens_circle_multiplier", FLOAT, "0.0"),
-    ("lens_k", FLOAT, "-1.0"), ("lens_kcube", FLOAT, "0.0"), ("lens_x_size", FLOAT, "0.08"),
+    ("image_size_x", INT, "800"),
+    ("image_size_y", INT, "600"),
+    ("fov", FLOAT, "90.0"),
+    ("sensor_tick", FLOAT, "0.0"),
+    ("lens_circle_falloff", FLOAT, "5.0"),
+    ("lens_circle_multiplier", FLOAT, "0.0"),
+    ("lens_k", FLOAT, "-1.0"),
+    ("lens_kcube", FLOAT, "0.0"),
+    ("lens_x_size", FLOAT, "0.08"),
     ("lens_y_size", FLOAT, "0.08"),
 )
 CAMERAS = ("sensor.camera.rgb", "sensor.camera.semantic_segmentation", "sensor.camera.depth")
@@ -77,13 +84,15 @@ def _build() -> tuple[Blueprint, ...]:
     for cid in CAMERAS:
         attrs = tuple(_attr(n, k, v) for n, k, v in _CAMERA_COMMON) + (_attr("role_name", STRING, "front"),)
         if cid == "sensor.camera.rgb":
-            attrs += (_attr("gamma", FLOAT, "2.2"), _attr("motion_blur_intensity", FLOAT, "0.45"),
-                      _attr("enable_postprocess_effects", BOOL, "true"))
+            attrs += (
+                _attr("gamma", FLOAT, "2.2"),
+                _attr("motion_blur_intensity", FLOAT, "0.45"),
+                _attr("enable_postprocess_effects", BOOL, "true"),
+            )
         out.append(Blueprint(uid, cid, "sensor,camera," + cid.rsplit(".", 1)[1], attrs))
         uid += 1
     for sid in EVENT_SENSORS:
-        out.append(Blueprint(uid, sid, "sensor,other," + sid.rsplit(".", 1)[1],
-                             (_attr("role_name", STRING, "front"),)))
+        out.append(Blueprint(uid, sid, "sensor,other," + sid.rsplit(".", 1)[1], (_attr("role_name", STRING, "front"),)))
         uid += 1
     return tuple(out)
 

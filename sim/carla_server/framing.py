@@ -40,8 +40,9 @@ Handler = Callable[[str, list, Connection], Any]
 class RpcListener:
     """Accepts RPC connections on (host, port) and serves each in its own thread."""
 
-    def __init__(self, host: str, port: int, handler: Handler,
-                 on_close: Callable[[Connection], None] | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, handler: Handler, on_close: Callable[[Connection], None] | None = None
+    ) -> None:
         self.handler = handler
         self.on_close = on_close
         self.sock = socket.create_server((host, port), reuse_port=False)

@@ -38,12 +38,16 @@ def sensor_header(sensor_type: int, frame: int, timestamp: float, transform: tup
     return SENSOR_HEADER.pack(sensor_type, frame, timestamp, *transform)
 
 
-def image_payload(sensor_type: int, frame: int, timestamp: float, transform: tuple, fov: float,
-                  bgra: np.ndarray) -> bytes:
+def image_payload(
+    sensor_type: int, frame: int, timestamp: float, transform: tuple, fov: float, bgra: np.ndarray
+) -> bytes:
     """A camera frame: header, image header, then height x width x 4 BGRA bytes."""
     h, w = bgra.shape[:2]
-    return (sensor_header(sensor_type, frame, timestamp, transform) + IMAGE_HEADER.pack(w, h, fov)
-            + np.ascontiguousarray(bgra, dtype=np.uint8).tobytes())
+    return (
+        sensor_header(sensor_type, frame, timestamp, transform)
+        + IMAGE_HEADER.pack(w, h, fov)
+        + np.ascontiguousarray(bgra, dtype=np.uint8).tobytes()
+    )
 
 
 @dataclass
@@ -67,12 +71,18 @@ def _union(a: ActorState) -> bytes:
     return body + bytes(54 - len(body))
 
 
-def episode_payload(frame: int, timestamp: float, episode_id: int, platform_time: float, dt: float,
-                    actors: list[ActorState]) -> bytes:
+def episode_payload(
+    frame: int, timestamp: float, episode_id: int, platform_time: float, dt: float, actors: list[ActorState]
+) -> bytes:
     """The world-state frame every client tick waits for: header, episode header, one record per actor."""
-    parts = [sensor_header(TYPE_EPISODE, frame, timestamp, (0.0,) * 6),
-             EPISODE_HEADER.pack(episode_id, platform_time, dt, 0, 0, 0, 0)]
+    parts = [
+        sensor_header(TYPE_EPISODE, frame, timestamp, (0.0,) * 6),
+        EPISODE_HEADER.pack(episode_id, platform_time, dt, 0, 0, 0, 0),
+    ]
     for a in actors:
-        parts.append(ACTOR_RECORD.pack(a.id, ACTOR_ACTIVE, *a.transform, *a.velocity, *a.angular_velocity,
-                                       *a.acceleration, _union(a)))
+        parts.append(
+            ACTOR_RECORD.pack(
+                a.id, ACTOR_ACTIVE, *a.transform, *a.velocity, *a.angular_velocity, *a.acceleration, _union(a)
+            )
+        )
     return b"".join(parts)

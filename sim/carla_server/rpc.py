@@ -33,11 +33,26 @@ VOID = object()
 # Indices of rpc/Command.h's variant in 0.9.16 (checked against the client by a test).
 CMD_SPAWN, CMD_DESTROY, CMD_VEHICLE_CONTROL = 0, 1, 2
 CMD_NAMES = {
-    0: "SpawnActor", 1: "DestroyActor", 2: "ApplyVehicleControl", 3: "ApplyVehicleAckermannControl",
-    4: "ApplyWalkerControl", 5: "ApplyVehicleControlType", 6: "ApplyTransform", 7: "ApplyWalkerState",
-    8: "ApplyTargetVelocity", 9: "ApplyTargetAngularVelocity", 10: "ApplyImpulse", 11: "ApplyForce",
-    12: "ApplyAngularImpulse", 13: "ApplyTorque", 14: "SetSimulatePhysics", 15: "SetEnableGravity",
-    16: "SetAutopilot", 17: "ShowDebugTelemetry", 18: "SetVehicleLightState", 19: "ConsoleCommand",
+    0: "SpawnActor",
+    1: "DestroyActor",
+    2: "ApplyVehicleControl",
+    3: "ApplyVehicleAckermannControl",
+    4: "ApplyWalkerControl",
+    5: "ApplyVehicleControlType",
+    6: "ApplyTransform",
+    7: "ApplyWalkerState",
+    8: "ApplyTargetVelocity",
+    9: "ApplyTargetAngularVelocity",
+    10: "ApplyImpulse",
+    11: "ApplyForce",
+    12: "ApplyAngularImpulse",
+    13: "ApplyTorque",
+    14: "SetSimulatePhysics",
+    15: "SetEnableGravity",
+    16: "SetAutopilot",
+    17: "ShowDebugTelemetry",
+    18: "SetVehicleLightState",
+    19: "ConsoleCommand",
     20: "SetTrafficLightState",
 }
 CMD_TRANSFORM, CMD_VELOCITY = 6, 8
@@ -239,8 +254,10 @@ class Dispatcher:
         return VOID
 
     def rc_set_actor_autopilot(self, conn, actor_id, enabled, *rest):
-        raise WorldError("the server-side autopilot is not supported (use vehicle.set_autopilot: the client's "
-                         "Traffic Manager drives)")
+        raise WorldError(
+            "the server-side autopilot is not supported (use vehicle.set_autopilot: the client's "
+            "Traffic Manager drives)"
+        )
 
     def rc_set_vehicle_light_state(self, conn, actor_id, state):
         self.world.get(actor_id)

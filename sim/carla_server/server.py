@@ -20,8 +20,15 @@ class CarlaServer:
     synchronous) a thread ticks the world every dt of wall-clock time.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 2000, town: str | None = None,
-                 xodr: str | Path | None = None, seed: int = 0, debug: bool = False) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 2000,
+        town: str | None = None,
+        xodr: str | Path | None = None,
+        seed: int = 0,
+        debug: bool = False,
+    ) -> None:
         self.hub = StreamHub(host)
         self.world = World(load_map_data(town=town, xodr=xodr), self.hub, seed=seed)
         self.dispatcher = Dispatcher(self.world, debug=debug)

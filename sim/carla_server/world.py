@@ -30,10 +30,22 @@ FIRST_ACTOR_ID = 100
 SUBSCRIBE_WAIT_S = 1.0
 """How long a tick waits for a sensor whose token was asked for but whose stream is not connected yet."""
 
-WEATHER_FIELDS = ("cloudiness", "precipitation", "precipitation_deposits", "wind_intensity",
-                  "sun_azimuth_angle", "sun_altitude_angle", "fog_density", "fog_distance", "fog_falloff",
-                  "wetness", "scattering_intensity", "mie_scattering_scale", "rayleigh_scattering_scale",
-                  "dust_storm")
+WEATHER_FIELDS = (
+    "cloudiness",
+    "precipitation",
+    "precipitation_deposits",
+    "wind_intensity",
+    "sun_azimuth_angle",
+    "sun_altitude_angle",
+    "fog_density",
+    "fog_distance",
+    "fog_falloff",
+    "wetness",
+    "scattering_intensity",
+    "mie_scattering_scale",
+    "rayleigh_scattering_scale",
+    "dust_storm",
+)
 """rpc/WeatherParameters.h's wire order."""
 
 
@@ -57,10 +69,19 @@ class Settings:
 
     def wire(self) -> list:
         dt = [False] if self.fixed_delta_seconds is None else [True, float(self.fixed_delta_seconds)]
-        return [self.synchronous_mode, self.no_rendering_mode, dt, self.substepping,
-                float(self.max_substep_delta_time), int(self.max_substeps), float(self.max_culling_distance),
-                self.deterministic_ragdolls, float(self.tile_stream_distance), float(self.actor_active_distance),
-                self.spectator_as_ego]
+        return [
+            self.synchronous_mode,
+            self.no_rendering_mode,
+            dt,
+            self.substepping,
+            float(self.max_substep_delta_time),
+            int(self.max_substeps),
+            float(self.max_culling_distance),
+            self.deterministic_ragdolls,
+            float(self.tile_stream_distance),
+            float(self.actor_active_distance),
+            self.spectator_as_ego,
+        ]
 
     @classmethod
     def from_wire(cls, v: list) -> Settings:
@@ -72,10 +93,28 @@ class Settings:
             raise WorldError(f"set_episode_settings: fixed_delta_seconds must be > 0, got {fixed}")
         base = cls()
         rest = list(v[6:11]) + [None] * (11 - len(v))
-        return cls(bool(v[0]), bool(v[1]), fixed, bool(v[3]), float(v[4]), int(v[5]),
-                   *(x if x is not None else getattr(base, f) for x, f in zip(
-                       rest[:5], ("max_culling_distance", "deterministic_ragdolls", "tile_stream_distance",
-                                  "actor_active_distance", "spectator_as_ego"), strict=True)))
+        return cls(
+            bool(v[0]),
+            bool(v[1]),
+            fixed,
+            bool(v[3]),
+            float(v[4]),
+            int(v[5]),
+            *(
+                x if x is not None else getattr(base, f)
+                for x, f in zip(
+                    rest[:5],
+                    (
+                        "max_culling_distance",
+                        "deterministic_ragdolls",
+                        "tile_stream_distance",
+                        "actor_active_distance",
+                        "spectator_as_ego",
+                    ),
+                    strict=True,
+                )
+            ),
+        )
 
 
 @dataclass
@@ -182,8 +221,10 @@ class World:
         type_id = str(description[1])
         bp = BY_ID.get(type_id)
         if bp is None:
-            raise WorldError(f"blueprint {type_id!r} is not available (this server has: vehicle.*, "
-                             f"{', '.join(CAMERAS)}, sensor.other.collision, sensor.other.lane_invasion)")
+            raise WorldError(
+                f"blueprint {type_id!r} is not available (this server has: vehicle.*, "
+                f"{', '.join(CAMERAS)}, sensor.other.collision, sensor.other.lane_invasion)"
+            )
         if parent and parent not in self.actors:
             raise WorldError(f"spawn_actor: parent actor {parent} not found")
         tf = _flat_transform(transform)
@@ -251,8 +292,14 @@ class World:
         yaw = math.radians(p[4])
         c, s = math.cos(yaw), math.sin(yaw)
         x, y, z = a.transform[:3]
-        return [p[0] + c * x - s * y, p[1] + s * x + c * y, p[2] + z, p[3] + a.transform[3],
-                p[4] + a.transform[4], p[5] + a.transform[5]]
+        return [
+            p[0] + c * x - s * y,
+            p[1] + s * x + c * y,
+            p[2] + z,
+            p[3] + a.transform[3],
+            p[4] + a.transform[4],
+            p[5] + a.transform[5],
+        ]
 
     def set_transform(self, actor_id: int, transform: list) -> None:
         a = self.get(actor_id)
@@ -316,13 +363,22 @@ class World:
                 pose = (pv.x, pv.y, pv.yaw)
             else:
                 pose = ours(self.world_transform(a))
-            key = (a.parent, a.spec.width, a.spec.height, a.spec.fov_deg, a.spec.x, a.spec.y, a.spec.z,
-                   a.spec.pitch_deg, a.spec.yaw_deg, pose)
+            key = (
+                a.parent,
+                a.spec.width,
+                a.spec.height,
+                a.spec.fov_deg,
+                a.spec.x,
+                a.spec.y,
+                a.spec.z,
+                a.spec.pitch_deg,
+                a.spec.yaw_deg,
+                pose,
+            )
             if key not in cache:
                 if a.parent not in boxes:
                     boxes[a.parent] = self._boxes(skip=a.parent)
-                cache[key] = a.renderer.render(*pose, self.map.town.scenery, boxes[a.parent], self.weather,
-                                               self.frame)
+                cache[key] = a.renderer.render(*pose, self.map.town.scenery, boxes[a.parent], self.weather, self.frame)
             rgb, labels = cache[key]
             h, w = labels.shape
             bgra = np.empty((h, w, 4), np.uint8)
@@ -335,8 +391,9 @@ class World:
                 bgra[..., :3] = rgb[..., ::-1]
                 kind = layouts.TYPE_RGB
             bgra[..., 3] = 255
-            payload = layouts.image_payload(kind, self.frame, self.elapsed, tuple(self.world_transform(a)),
-                                            a.spec.fov_deg, bgra)
+            payload = layouts.image_payload(
+                kind, self.frame, self.elapsed, tuple(self.world_transform(a)), a.spec.fov_deg, bgra
+            )
             self.hub.publish(a.id, payload)
 
     def _boxes(self, skip: int):
