@@ -257,3 +257,45 @@ def test_laneloop_carla_backend_episode_with_traffic_manager(server):
         first = dataclasses.replace(sc, npc_vehicles=0)
         obs = b.reset(first)  # a second episode on the same connection
         assert obs.frame == 0 and obs.ego.speed == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_run_sim_backend_carla_end_to_end(server, tmp_path):
+    """run_sim.py --backend carla against this server: the closed loop through the real client."""
+    model = ROOT / "models" / "unet_float.pth"
+    if not model.is_file():
+        pytest.skip("models/unet_float.pth is not shipped in this checkout")
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "run_sim.py",
+        "--backend",
+        "carla",
+        "--port",
+        str(server),
+        "--tm-port",
+        str(free_port()),
+        "--frames",
+        "12",
+        "--model",
+        str(model),
+        "--runtime",
+        "torch",
+        "--no-compile",
+        "--threads",
+        "1",
+        "--no-report",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(
+        cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    import pandas as pd
+
+    df = pd.read_parquet(out / "frames.parquet")
+    assert df.frame.tolist() == list(range(12))
+    assert df.lane_px_true.min() > 300 and df.iou.mean() > 0.8
+    assert df.speed.iloc[-1] > df.speed.iloc[0]

@@ -28,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--debug", action="store_true", help="log every RPC call on stderr")
     args = ap.parse_args(argv)
 
-    import msgpack  # noqa: F401  (a clear message below if the extra is missing)
+    try:
+        import msgpack  # noqa: F401
+    except ImportError:
+        print("error: the CARLA server needs msgpack (pip install 'laneloop[carla]')", file=sys.stderr)
+        return 1
 
     from sim.carla_server.mapdata import MapError
     from sim.carla_server.server import CarlaServer
