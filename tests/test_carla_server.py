@@ -239,11 +239,40 @@ def test_unsupported_call_is_one_line_error_and_server_lives(server):
     assert wp is not None and wp.lane_type == carla.LaneType.Driving and wp.next(5.0)
 
 
+def test_async_mode_batches_and_load_world(server):
+    """Asynchronous ticks (wait_for_tick, on_tick), batch spawn / move / destroy, load_world."""
+    client, world = connect(server)
+    assert not world.get_settings().synchronous_mode
+    a, b = world.wait_for_tick(), world.wait_for_tick()
+    assert b.frame > a.frame and b.timestamp.elapsed_seconds > a.timestamp.elapsed_seconds
+    lib, points = world.get_blueprint_library(), world.get_map().get_spawn_points()
+    cars = sorted(lib.filter("vehicle.*"), key=lambda bp: bp.id)
+    assert len(cars) >= 5 and all(bp.has_attribute("role_name") for bp in cars)
+    got = client.apply_batch_sync([carla.command.SpawnActor(cars[i], points[i]) for i in range(3)], False)
+    assert [r.error for r in got] == ["", "", ""]
+    ids = [r.actor_id for r in got]
+    world.wait_for_tick()
+    assert sorted(a.id for a in world.get_actors().filter("vehicle.*")) == sorted(ids)
+    client.apply_batch([carla.command.ApplyTransform(ids[0], points[10])])
+    world.wait_for_tick()
+    world.wait_for_tick()
+    assert world.get_actor(ids[0]).get_location().distance(points[10].location) < 0.5
+    bad = client.apply_batch_sync([carla.command.DestroyActor(999999)])
+    assert "not found" in bad[0].error
+    client.apply_batch_sync([carla.command.DestroyActor(i) for i in ids])
+    world.wait_for_tick()
+    assert [a.type_id for a in world.get_actors()] == ["spectator"]
+    episode = world.id
+    world = client.load_world("Town03")
+    assert world.id != episode and world.get_map().name.endswith("Town03")
+
+
 def test_laneloop_carla_backend_episode_with_traffic_manager(server):
     """Our own CARLA backend (sim/carla_backend.py) runs an episode: TM autopilot, NPCs, frame-matched data."""
     sc = Scenario(town="Town03", seed=3, npc_vehicles=2, ego_spawn=0, cameras=(CAM,), frames=30)
     with make_backend("carla", port=server, tm_port=free_port(), timeout=10.0) as b:
         obs = b.reset(sc)
+        assert len(b._npc_ids) == 2  # SpawnActor + SetAutopilot through apply_batch_sync
         frames, speeds, lines = [obs.frame], [], []
         for _ in range(30):
             obs = b.step(None)

@@ -275,7 +275,8 @@ class Dispatcher:
             index, payload = command[0]
             index = int(index)
             if index == CMD_SPAWN:
-                desc, tf, parent, after = payload
+                # 0.9.16: description, transform, optional parent, attachment type, socket, do_after
+                desc, tf, parent, after = payload[0], payload[1], payload[2], payload[-1]
                 pid = int(parent[1]) if isinstance(parent, list) and len(parent) == 2 and parent[0] else 0
                 actor = self.world.spawn(desc, tf, parent=pid, owner=conn)
                 for sub in after:
