@@ -267,6 +267,52 @@ def test_async_mode_batches_and_load_world(server):
     assert world.id != episode and world.get_map().name.endswith("Town03")
 
 
+def test_malformed_and_unknown_requests_get_error_replies(server):
+    """Raw msgpack-RPC: an unknown method and bad arguments get CARLA error replies naming the method."""
+    import msgpack
+
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as s:
+        unpacker = msgpack.Unpacker(raw=False)
+
+        def call(msgid, method, params):
+            s.sendall(msgpack.packb([0, msgid, method, params]))
+            while True:
+                for msg in unpacker:
+                    return msg
+                unpacker.feed(s.recv(65536))
+
+        expected = (
+            "no_such_method: not supported by the laneloop CARLA server (embedded world; see docs/carla_server.md)"
+        )
+        assert call(1, "no_such_method", [[False]])[3] == [[0, [expected]]]
+        reply = call(2, "spawn_actor", [[False], "not a description", 3])
+        assert reply[3][0][0] == 0 and reply[3][0][1][0].startswith("spawn_actor:")
+        reply = call(3, "destroy_actor", [[False]])  # missing argument
+        assert reply[3][0][0] == 0 and "destroy_actor" in reply[3][0][1][0]
+        assert call(4, "version", [[False]])[3] == [[1, "0.9.16"]]
+
+
+def test_client_dying_in_sync_mode_leaves_server_usable(server):
+    """A client killed in synchronous mode: its settings are undone and its actors destroyed."""
+    script = (
+        "import os, carla\n"
+        f"c = carla.Client('127.0.0.1', {server}); c.set_timeout(10); w = c.get_world()\n"
+        "s = w.get_settings(); s.synchronous_mode = True; s.fixed_delta_seconds = 0.05; w.apply_settings(s)\n"
+        "bp = w.get_blueprint_library().find('vehicle.audi.a2')\n"
+        "w.spawn_actor(bp, w.get_map().get_spawn_points()[7]); w.tick()\n"
+        "os._exit(0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-1000:]
+    client, world = connect(server)
+    deadline = time.monotonic() + 5
+    while world.get_settings().synchronous_mode and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not world.get_settings().synchronous_mode
+    world.wait_for_tick()  # the world ticks on its own again
+    assert [a.type_id for a in world.get_actors()] == ["spectator"]
+
+
 def test_laneloop_carla_backend_episode_with_traffic_manager(server):
     """Our own CARLA backend (sim/carla_backend.py) runs an episode: TM autopilot, NPCs, frame-matched data."""
     sc = Scenario(town="Town03", seed=3, npc_vehicles=2, ego_spawn=0, cameras=(CAM,), frames=30)
