@@ -313,6 +313,34 @@ def test_client_dying_in_sync_mode_leaves_server_usable(server):
     assert [a.type_id for a in world.get_actors()] == ["spectator"]
 
 
+def test_collision_sensor_reports_the_car_ahead(server):
+    client, world = connect(server)
+    set_sync(world, True)
+    lib, start = world.get_blueprint_library(), world.get_map().get_spawn_points()[0]
+    ego = world.spawn_actor(lib.find("vehicle.audi.a2"), start)
+    ahead = carla.Transform(start.location + start.get_forward_vector() * 12.0, start.rotation)
+    other = world.spawn_actor(lib.find("vehicle.tesla.model3"), ahead)
+    sensor = world.spawn_actor(lib.find("sensor.other.collision"), carla.Transform(), attach_to=ego)
+    events: queue.Queue = queue.Queue()
+    sensor.listen(events.put)
+    try:
+        ego.apply_control(carla.VehicleControl(throttle=1.0))
+        frames = [world.tick() for _ in range(15)]
+        assert events.empty()  # 12 m apart: no contact yet
+        for _ in range(60):
+            frames.append(world.tick())
+            if not events.empty():
+                break
+        event = events.get(timeout=5.0)
+        assert event.frame in frames and event.other_actor.id == other.id
+        assert event.other_actor.type_id == "vehicle.tesla.model3" and event.normal_impulse.length() > 0
+    finally:
+        sensor.stop()
+        for a in (sensor, ego, other):
+            a.destroy()
+        set_sync(world, False)
+
+
 def test_laneloop_carla_backend_episode_with_traffic_manager(server):
     """Our own CARLA backend (sim/carla_backend.py) runs an episode: TM autopilot, NPCs, frame-matched data."""
     sc = Scenario(town="Town03", seed=3, npc_vehicles=2, ego_spawn=0, cameras=(CAM,), frames=30)

@@ -21,7 +21,7 @@ from sim.carla_server.blueprints import BY_ID, CAMERAS, Blueprint
 from sim.carla_server.mapdata import MapData
 from sim.carla_server.streams import StreamHub
 from sim.embedded.render import CameraRenderer
-from sim.embedded.traffic import Traffic, Vehicle, bicycle_step
+from sim.embedded.traffic import Traffic, Vehicle, bicycle_step, obb_overlap
 from sim.types import PRESET_NAMES, CameraSpec, Control, Weather
 
 EPISODE_STREAM = 1
@@ -349,7 +349,45 @@ class World:
         self.hub.publish(EPISODE_STREAM, self.episode_state())
         if not self.settings.no_rendering_mode:
             self._publish_cameras()
+        self._publish_collisions()
         return self.frame
+
+    def _publish_collisions(self) -> None:
+        """A CollisionEvent per contact and frame for every listened-to collision sensor on a vehicle."""
+        import msgpack
+
+        for a in list(self.actors.values()):
+            if a.type_id != "sensor.other.collision" or not self.hub.subscribed(a.id):
+                continue
+            parent = self.actors.get(a.parent)
+            if parent is None or parent.vehicle is None:
+                continue
+            for other, impulse in self._contacts(parent):
+                body = msgpack.packb([parent.wire(self.hub), other, impulse], use_bin_type=True)
+                head = layouts.sensor_header(
+                    layouts.TYPE_COLLISION, self.frame, self.elapsed, tuple(self.world_transform(a))
+                )
+                self.hub.publish(a.id, head + body)
+
+    def _contacts(self, me: Actor) -> list[tuple[list, list]]:
+        """(other actor on the wire, normal impulse) of what the vehicle's footprint overlaps."""
+        v = me.vehicle
+        mine = (v.x, v.y, v.yaw, v.size[0], v.size[1])
+        push = [v.v * 1500.0 * math.cos(v.yaw), -v.v * 1500.0 * math.sin(v.yaw), 0.0]
+        out = []
+        for o in self.vehicles():
+            ov = o.vehicle
+            if o.id != me.id and abs(ov.x - v.x) < 12 and abs(ov.y - v.y) < 12:
+                if obb_overlap(mine, (ov.x, ov.y, ov.yaw, ov.size[0], ov.size[1])):
+                    out.append((o.wire(self.hub), push))
+        st = self.map.town.scenery.boxes
+        near = np.nonzero((np.abs(st.xy[:, 0] - v.x) < 25) & (np.abs(st.xy[:, 1] - v.y) < 25))[0]
+        for i in near:
+            if obb_overlap(mine, (st.xy[i, 0], st.xy[i, 1], st.yaw[i], st.size[i, 0], st.size[i, 1])):
+                static = [0, 0, [0, "static.prop", []], [[0.0] * 3, [0.0] * 3, [0.0] * 3], bytes([int(st.tag[i])]), b""]
+                out.append((static, push))
+                break
+        return out
 
     def _publish_cameras(self) -> None:
         cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
