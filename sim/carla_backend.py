@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import queue
 import re
@@ -27,6 +28,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -235,6 +237,7 @@ class CarlaBackend(BackendBase):
         self._dead = False  # the server stopped answering: skip further calls during cleanup
         self._world: Any = None
         self._map: Any = None
+        self._opendrive_sha: str | None = None  # the map file the server's world was built from
         self._tm: Any = None
         self._found_settings: Any = None
         self._applied_dt: float | None = None
@@ -291,7 +294,10 @@ class CarlaBackend(BackendBase):
         self._install_sigterm()
         with self._server_errors():
             self._destroy_actors()
-            self._load_town(scenario.town)
+            if scenario.map:
+                self._load_opendrive(scenario.map)
+            else:
+                self._load_town(scenario.town)
             self._apply_sync(scenario.dt)
             self._setup_traffic_manager(seed)
             self._scenario = scenario
@@ -381,6 +387,36 @@ class CarlaBackend(BackendBase):
             # Keep the settings across the load: they are restored exactly as found at close().
             self._world = self._client.load_world(town, False)
             self._applied_dt = None
+        self._opendrive_sha = None
+        self._map = self._world.get_map()
+
+    def _load_opendrive(self, path: str) -> None:
+        """Build a world on the server from an OpenDRIVE file (ours or CARLA's), once per file.
+
+        CARLA meshes the roads from the file alone (`generate_opendrive_world`): it draws no
+        road marks and no buildings, so camera frames have no RoadLine pixels there.
+        """
+        from sim.maps.opendrive import OpenDriveError, parse
+
+        try:
+            text = Path(path).read_text()
+            parse(text, str(path))  # a bad file fails here in one line, before the server changes
+        except OSError as e:
+            raise BackendError(f"cannot read the map {path}: {e.strerror} (check the path)") from None
+        except OpenDriveError as e:
+            raise BackendError(f"{e} (fix the file or choose another map)") from None
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        if sha != self._opendrive_sha:
+            if self._found_settings is None:
+                self._found_settings = self._world.get_settings()
+            params = self._carla.OpendriveGenerationParameters(
+                vertex_distance=2.0, max_road_length=50.0, wall_height=1.0, additional_width=0.6,
+                smooth_junctions=True, enable_mesh_visibility=True, enable_pedestrian_navigation=True,
+            )
+            # Keep the settings across the load, as for a town: close() restores them as found.
+            self._world = self._client.generate_opendrive_world(text, params, False)
+            self._applied_dt = None
+            self._opendrive_sha = sha
         self._map = self._world.get_map()
 
     def _apply_sync(self, dt: float) -> None:
@@ -420,8 +456,16 @@ class CarlaBackend(BackendBase):
     def _spawn_ego(self, scenario: Scenario, rng: np.random.Generator) -> None:
         carla = self._carla
         points = list(self._map.get_spawn_points())
+        if not points and scenario.map:  # a world built from a file may have none: every 25 m of lane
+            points = [
+                carla.Transform(
+                    carla.Location(w.transform.location.x, w.transform.location.y, w.transform.location.z + 0.5),
+                    w.transform.rotation,
+                )
+                for w in self._map.generate_waypoints(25.0)
+            ]
         if not points:
-            raise BackendError(f"town {scenario.town!r} has no spawn points (choose another town)")
+            raise BackendError(f"{scenario.place!r} has no spawn points (choose another town or map)")
         library = self._world.get_blueprint_library()
         found = library.filter(EGO_BLUEPRINT)
         bp = found[0] if len(found) else sorted(library.filter("vehicle.*"), key=lambda b: b.id)[0]
@@ -440,7 +484,7 @@ class CarlaBackend(BackendBase):
                 self._ego_spawn_index = index
                 break
         if self._ego is None:
-            raise BackendError(f"no free spawn point for the ego in {scenario.town!r} (fewer NPCs?)")
+            raise BackendError(f"no free spawn point for the ego in {scenario.place!r} (fewer NPCs?)")
         # Collision sensor: events arrive on the client's thread; keep only their frame ids.
         cbp = library.find("sensor.other.collision")
         self._collision_sensor = self._world.spawn_actor(
@@ -580,7 +624,7 @@ class CarlaBackend(BackendBase):
         return Observation(
             frame=self._episode_frame, sim_time=first_time - self._episode_t0, ego=ego, cameras=cameras,
             weather=self._weather.name if self._weather else "",
-            town=self._scenario.town if self._scenario else "",
+            town=self._scenario.place if self._scenario else "",
         )
 
     def _retrieve(self, q: queue.Queue, frame: int, sensor: str) -> Any:

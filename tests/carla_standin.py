@@ -125,6 +125,17 @@ class Image:
 
 
 @dataclass
+class OpendriveGenerationParameters:
+    vertex_distance: float = 2.0
+    max_road_length: float = 50.0
+    wall_height: float = 1.0
+    additional_width: float = 0.6
+    smooth_junctions: bool = True
+    enable_mesh_visibility: bool = True
+    enable_pedestrian_navigation: bool = True
+
+
+@dataclass
 class CollisionEvent:
     frame: int
     timestamp: float
@@ -340,8 +351,14 @@ class Map:
         self.name = server.map_name
 
     def get_spawn_points(self) -> list[Transform]:
+        if self._server.opendrive is not None:  # a world built from a file has none, as CARLA's may
+            return []
         y = self._server.spawn_y
         return [Transform(Location(10.0 * i, y, 0.5), Rotation(yaw=0.0)) for i in range(20)]
+
+    def generate_waypoints(self, distance: float) -> list[Waypoint]:
+        n = int(200.0 // distance)
+        return [Waypoint(Transform(Location(distance * i, 0.0, 0.0), Rotation(yaw=0.0))) for i in range(n)]
 
     def get_waypoint(self, location: Location, project_to_road: bool = True, lane_type: int = 2) -> Waypoint:
         centre = Transform(Location(location.x, 0.0, 0.0), Rotation(yaw=0.0))
@@ -469,7 +486,19 @@ class Client:
         s = self._server
         s.check_alive()
         s.log.append(f"load_world {map_name} reset_settings={reset_settings}")
-        s.map_name = f"Carla/Maps/{map_name}"
+        s.map_name, s.opendrive = f"Carla/Maps/{map_name}", None
+        s.episode += 1
+        if reset_settings:
+            s.settings = WorldSettings()
+        return World(s)
+
+    def generate_opendrive_world(
+        self, opendrive: str, parameters: OpendriveGenerationParameters | None = None, reset_settings: bool = True
+    ) -> World:
+        s = self._server
+        s.check_alive()
+        s.log.append(f"generate_opendrive_world {len(opendrive)} chars reset_settings={reset_settings}")
+        s.map_name, s.opendrive = "OpenDriveMap", opendrive
         s.episode += 1
         if reset_settings:
             s.settings = WorldSettings()
@@ -515,6 +544,7 @@ class Server:
     def __init__(self, version: str = "0.9.16", map_name: str = "Carla/Maps/Town03",
                  settings: WorldSettings | None = None, spawn_y: float = 0.0, occupied: int = 0) -> None:
         self.version, self.map_name = version, map_name
+        self.opendrive: str | None = None  # the text of a world built by generate_opendrive_world
         self.settings = settings if settings is not None else WorldSettings()
         self.spawn_y = spawn_y
         self.occupied = occupied  # the first N spawn points are taken: spawning there fails
@@ -649,6 +679,7 @@ class StandinCarla:
     WeatherParameters = WeatherParameters
     LaneType = LaneType
     AttachmentType = AttachmentType
+    OpendriveGenerationParameters = OpendriveGenerationParameters
     command = SimpleNamespace(
         SpawnActor=SpawnActor, SetAutopilot=SetAutopilot, DestroyActor=DestroyActor, FutureActor=_Future,
         Response=Response,

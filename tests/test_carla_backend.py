@@ -209,6 +209,7 @@ def test_every_carla_name_used_exists_in_real_module():
         ("WorldSettings", "WorldSettings"), ("VehicleControl", "VehicleControl"),
         ("CollisionEvent", "CollisionEvent"), ("WorldSnapshot", "WorldSnapshot"),
         ("Timestamp", "Timestamp"), ("Response", "command.Response"),
+        ("OpendriveGenerationParameters", "OpendriveGenerationParameters"),
     ],
 )
 def test_standin_names_exist_in_real_carla(fake, real):
@@ -491,6 +492,32 @@ def test_step_before_reset_and_make_backend():
     with pytest.raises(BackendError, match="reset"):
         b.step()
     b.close()
+
+
+def test_map_file_builds_an_opendrive_world_once_and_keeps_settings(tmp_path):
+    """scenario.map on CARLA: generate_opendrive_world from the file's text, settings kept, no reload."""
+    import xodr_samples
+
+    good, bad = tmp_path / "t.xodr", tmp_path / "bad.xodr"
+    good.write_text(xodr_samples.t_junction())
+    bad.write_text(xodr_samples.t_junction(missing_road=True))
+    found = standin.WorldSettings(synchronous_mode=False, fixed_delta_seconds=0.02, max_substeps=7)
+    server = standin.Server(settings=found)
+    with backend(server) as b:
+        with pytest.raises(BackendError, match="bad.xodr"):
+            b.reset(scenario(map=str(bad)))
+        assert server.opendrive is None and not any(e.startswith("generate") for e in server.log)
+        obs = b.reset(scenario(map=str(good)))
+        assert server.opendrive == good.read_text() and obs.town == "t.xodr"
+        assert server.settings.synchronous_mode and server.settings.fixed_delta_seconds == 0.05
+        hero = [a for a in server.vehicles() if a.attributes.get("role_name") == "hero"]
+        assert len(hero) == 1  # spawned on a lane waypoint: the generated world has no spawn points
+        b.reset(scenario(map=str(good)))
+        assert sum(e.startswith("generate_opendrive_world") for e in server.log) == 1
+        assert "reset_settings=False" in next(e for e in server.log if e.startswith("generate"))
+        b.reset(scenario())  # back to a town: loaded again
+        assert server.opendrive is None and any(e.startswith("load_world Town03") for e in server.log)
+    assert server.settings == found
 
 
 # -- live server -----------------------------------------------------------------------------------

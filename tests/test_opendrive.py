@@ -203,6 +203,36 @@ def test_t_junction_topology_surface_and_carla_agreement():
     assert ours == carla_successors(m)
 
 
+def test_x_junction_every_arm_reaches_the_other_three_as_carla_says():
+    text = X.x_junction()
+    md = build_map(parse(text))
+    succ = md.successors
+    for arm in "1234":
+        moves = succ[(arm, 0, 1)]
+        assert len(moves) == 3  # straight, left, right
+        ends = {succ[m][0] for m in moves}
+        assert ends == {(b, 0, -1) for b in "1234" if b != arm}
+    for a, nexts in succ.items():
+        for b in nexts:
+            assert np.hypot(*(md.pieces[a][-1] - md.pieces[b][0])) < 1e-6
+    g = paint_map(md, 0.1, np.random.default_rng(0))
+    for x, y in [(0.0, 0.0), (5.0, 5.0), (-5.0, -5.0), (5.0, -5.0), (-5.0, 5.0), (0.0, -12.0)]:
+        assert g.tag_at(x, y) in (tags.ROAD, tags.ROAD_LINE), (x, y)
+    assert g.tag_at(20.0, 20.0) == tags.TERRAIN
+    m = carla_map("X", text)
+    assert centre_errors(md, m).max() < 0.01
+    assert {k: set(v) for k, v in succ.items() if v} == carla_successors(m)
+
+
+def test_ground_tags_follow_the_material_bytes():
+    """The renderer reads a ground pixel's tag from its material byte (raster.TAG_OF_BYTE)."""
+    from sim.embedded.raster import TAG_OF_BYTE
+
+    for text in (X.x_junction(), X.marks_road()):
+        d = paint_map(build_map(parse(text)), 0.05, np.random.default_rng(1)).data
+        assert np.array_equal(TAG_OF_BYTE[d[..., 1]], d[..., 0])
+
+
 # -- bad files ---------------------------------------------------------------------------------
 BAD = {
     "not_xml": ("<OpenDRIVE>\n<road id='1'\n", 2, "not XML"),
@@ -299,3 +329,21 @@ def test_autopilot_and_traffic_stay_on_the_road_of_town03_xodr(town03_scenario):
             for v in sim.traffic.vehicles:
                 off_road += ground.tag_at(v.x, v.y) not in (tags.ROAD, tags.ROAD_LINE)
         assert obs.ego.distance > 400 and worst < 1.2 and off_road == 0, (obs.ego.distance, worst, off_road)
+
+
+def test_traffic_on_town10hd_xodr_does_not_lock_up():
+    """Short roads link Town10HD's junctions: cars must not enter one without room after it.
+
+    Before the no-room rule, seed 2 locked up for good at 1.25 km (every car stopped).
+    """
+    sc = Scenario(
+        map=str(shared("Town10HD")), seed=2, npc_vehicles=16, frames=None, cameras=(CameraSpec(width=64, height=32),)
+    )
+    with make_backend("embedded") as sim:
+        obs = sim.reset(sc)
+        collisions = 0
+        for _ in range(9000):
+            obs = sim.step(render=False)
+            collisions += obs.ego.collision
+        moving = sum(v.v > 0.3 for v in sim.traffic.vehicles)
+    assert obs.ego.distance > 1800.0 and moving >= 8 and collisions == 0

@@ -1,4 +1,4 @@
-"""Small OpenDRIVE documents written by the tests: one per geometry, mark, and a T junction."""
+"""Small OpenDRIVE documents written by the tests: one per geometry, mark, a T and an X junction."""
 
 from __future__ import annotations
 
@@ -220,3 +220,50 @@ def t_junction(missing_road: bool = False) -> str:
         )
     junction = '<junction id="1000" name="T">\n' + "\n".join(conns) + "\n</junction>"
     return doc(*roads, junction)
+
+
+# -- an X junction -----------------------------------------------------------------------------
+def x_junction() -> str:
+    """Four arms (1 east, 2 north, 3 west, 4 south) that all start at a junction (2000), 12 moves.
+
+    Arm k points away from the centre at angle k*90 deg; its lane 1 comes in, lane -1 goes out.
+    Straight moves are 20 m lines, left turns 11.75 m arcs, right turns 8.25 m arcs.
+    """
+    big, small, half = 11.75, 8.25, 1.75
+    arms, conns = [], []
+    for k in range(4):
+        t = k * math.pi / 2
+        x, y = round(10 * math.cos(t), 9), round(10 * math.sin(t), 9)
+        arms.append(
+            two_way(
+                k + 1, 50, geom(0, x, y, t, 50, "<line/>"), '<predecessor elementType="junction" elementId="2000"/>'
+            )
+        )
+    cid = 200
+    for a in range(4):
+        ta = a * math.pi / 2
+        start = (10 * math.cos(ta) - half * math.sin(ta), 10 * math.sin(ta) + half * math.cos(ta))
+        for b in range(4):
+            if a == b:
+                continue
+            turn = (b - a - 2) % 4  # 0 straight, 1 left, 3 right
+            if turn == 0:
+                length, body = 20.0, "<line/>"
+            elif turn == 1:
+                length, body = math.pi / 2 * big, f'<arc curvature="{1 / big}"/>'
+            else:
+                length, body = math.pi / 2 * small, f'<arc curvature="{-1 / small}"/>'
+            link = (
+                f'<predecessor elementType="road" elementId="{a + 1}" contactPoint="start"/>'
+                f'<successor elementType="road" elementId="{b + 1}" contactPoint="start"/>'
+            )
+            ln = lane(-1, link='<link><predecessor id="1"/><successor id="-1"/></link>')
+            g = geom(0, round(start[0], 9), round(start[1], 9), ta + math.pi, length, body)
+            arms.append(road(cid, length, g, right=ln, link=link, junction=2000, offset=half))
+            conns.append(
+                f'<connection id="{cid - 200}" incomingRoad="{a + 1}" connectingRoad="{cid}" '
+                f'contactPoint="start"><laneLink from="1" to="-1"/></connection>'
+            )
+            cid += 1
+    junction = '<junction id="2000" name="X">\n' + "\n".join(conns) + "\n</junction>"
+    return doc(*arms, junction)

@@ -8,7 +8,7 @@ import numpy as np
 
 from scenarios.schema import Scenario
 from sim.backend import BackendBase, BackendError
-from sim.embedded.geometry import wrap_angle
+from sim.embedded.geometry import wrap_scalar
 from sim.embedded.props import Boxes
 from sim.embedded.render import CameraRenderer
 from sim.embedded.town import Town, load_town
@@ -127,7 +127,7 @@ class EmbeddedBackend(BackendBase):
             best = None
             for cand in tr.lane(ego.lane).successors:
                 cs, clat, ch = tr.lane(cand).path.project(ego.x, ego.y, s_hint=0.0)
-                score = abs(clat) + 2.0 * abs(float(wrap_angle(ego.yaw - ch)))
+                score = abs(clat) + 2.0 * abs(wrap_scalar(ego.yaw - ch))
                 if best is None or score < best[0]:
                     best = (score, cand, cs)
             if best is not None:
@@ -148,7 +148,7 @@ class EmbeddedBackend(BackendBase):
         for i in order:
             lane_id = int(town.lane_of_point[i])
             s, lat, h = self.traffic.lane(lane_id).path.project(ego.x, ego.y)
-            score = abs(lat) + 4.0 * abs(float(wrap_angle(ego.yaw - h)))
+            score = abs(lat) + 4.0 * abs(wrap_scalar(ego.yaw - h))
             if best is None or score < best[0]:
                 best = (score, lane_id, s)
         if best is not None and best[1] != ego.lane:
@@ -205,7 +205,7 @@ class EmbeddedBackend(BackendBase):
         state = EgoState(
             x=ego.x, y=ego.y, z=0.0, yaw=ego.yaw, speed=ego.v, steer=getattr(self, "_steer", 0.0),
             lane_id=ego.lane, lane_width=lane.width, lateral_offset=lat,
-            heading_error=float(wrap_angle(ego.yaw - heading)), distance=self.distance,
+            heading_error=wrap_scalar(ego.yaw - heading), distance=self.distance,
             collision=collision, in_junction=lane.road is None, lead_distance=lead[0], lead_speed=lead[1],
         )
         weather = sc.weather_at(self.frame)

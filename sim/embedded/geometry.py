@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +55,11 @@ def wrap_angle(a):
     return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
 
 
+def wrap_scalar(a: float) -> float:
+    """wrap_angle of one float without numpy's per-call overhead (the same IEEE operations)."""
+    return float((a + math.pi) % (2 * math.pi) - math.pi)
+
+
 @dataclass
 class Path:
     """A polyline with arc length and headings, for lanes and connectors."""
@@ -69,6 +76,11 @@ class Path:
         self._ext = ext
         d = np.diff(ext, axis=0)
         self._seg_heading = np.arctan2(d[:, 1], d[:, 0])
+        # Python-float copies for pose(), called a few times per vehicle and step: bisect and
+        # float arithmetic on lists cost a fraction of numpy's per-call overhead on scalars.
+        self._s_list: list[float] = self.s.tolist()
+        self._ext_list: list[list[float]] = ext.tolist()
+        self._heading_list: list[float] = self._seg_heading.tolist()
 
     def pose(self, s: float) -> tuple[float, float, float]:
         """(x, y, heading) at arc length s (wraps on closed paths, clamps on open ones)."""
@@ -76,12 +88,12 @@ class Path:
             s = s % self.length
         else:
             s = min(max(s, 0.0), self.length)
-        i = int(np.searchsorted(self.s, s, side="right") - 1)
-        i = min(max(i, 0), len(self._seg_heading) - 1)
-        seg = self.s[i + 1] - self.s[i]
-        t = 0.0 if seg <= 0 else (s - self.s[i]) / seg
-        p = self._ext[i] + t * (self._ext[i + 1] - self._ext[i])
-        return float(p[0]), float(p[1]), float(self._seg_heading[i])
+        arc = self._s_list
+        i = min(max(bisect_right(arc, s) - 1, 0), len(self._heading_list) - 1)
+        seg = arc[i + 1] - arc[i]
+        t = 0.0 if seg <= 0 else (s - arc[i]) / seg
+        (x0, y0), (x1, y1) = self._ext_list[i], self._ext_list[i + 1]
+        return float(x0 + t * (x1 - x0)), float(y0 + t * (y1 - y0)), self._heading_list[i]
 
     def project(self, x: float, y: float, s_hint: float | None = None, window: float = 15.0):
         """(s, lateral offset to the left, heading) of the point nearest to (x, y)."""
@@ -113,5 +125,5 @@ class Path:
         best = 0.0
         for ds in (horizon * 0.33, horizon * 0.66, horizon):
             _, _, h = self.pose(s + ds)
-            best = max(best, abs(float(wrap_angle(h - h0))) / ds)
+            best = max(best, abs(wrap_scalar(h - h0)) / ds)
         return best

@@ -19,6 +19,9 @@ GRASS, ASPHALT, WHITE, YELLOW, CONCRETE, CURB, DIRT, PATCH = range(8)
 MATERIAL_TAG = {GRASS: tags.TERRAIN, ASPHALT: tags.ROAD, WHITE: tags.ROAD_LINE, YELLOW: tags.ROAD_LINE,
                 CONCRETE: tags.SIDEWALK, CURB: tags.SIDEWALK, DIRT: tags.GROUND, PATCH: tags.ROAD}
 SHIFT = 2  # sub-pixel bits for OpenCV drawing
+# Tag of every material byte: the painter always writes a tag and its material together, so a
+# ground pixel's tag is a function of its material byte (the renderer reads both in one look-up).
+TAG_OF_BYTE = np.array([MATERIAL_TAG.get(b >> 4, tags.TERRAIN) for b in range(256)], np.uint8)
 
 
 @dataclass

@@ -99,6 +99,10 @@ class CameraRenderer:
         horizon = cy + self.f * math.tan(pitch)  # pitch < 0 puts the horizon above centre
         self.v0 = int(min(max(math.floor(horizon) + 2, 0), h))
         self._seed = seed
+        self._optical = optical_to_vehicle(spec.pitch_deg)
+        # Ground homography factors that do not move: raster <- world, and the image row offset.
+        self._w2px = ground.world_to_px()
+        self._shift = np.array([[1, 0, 0], [0, 1, self.v0], [0, 0, 1.0]])
         self._weather_key: tuple | None = None
         # Ground points of every ground pixel in the camera's body frame (fixed to the car).
         vv, uu = np.mgrid[self.v0 : h, 0:w].astype(np.float64) + 0.5
@@ -119,7 +123,7 @@ class CameraRenderer:
         cy_ = y + sz * s.x + cz * s.y
         c2, s2 = math.cos(yaw_c), math.sin(yaw_c)
         rz = np.array([[c2, -s2, 0], [s2, c2, 0], [0, 0, 1.0]])
-        r_cw = rz @ optical_to_vehicle(s.pitch_deg)  # optical -> world
+        r_cw = rz @ self._optical  # optical -> world
         return r_cw.T, np.array([cx_, cy_, s.z])
 
     def _set_weather(self, w: Weather) -> None:
@@ -169,7 +173,12 @@ class CameraRenderer:
         lut = self.lut.astype(np.float32)[None, None]  # (1, 1, 256, 3)
         table = lut * gain_c[:, None, None, None] * (1 - fog_c)[None, :, None, None] + (
             fog_c[None, :, None, None] * lt.fog_rgb[None, None, None, :])
-        self.g_table = np.clip(table, 0, 255).astype(np.uint8).reshape(-1, 3)
+        rgb = np.clip(table, 0, 255).astype(np.uint8).reshape(-1, 3)
+        # (R, G, B, tag) of each (class, material byte) packed in one uint32: a frame's ground is
+        # then one gather straight into the 4-channel image, seen as uint32 pixels.
+        tag = np.tile(rmat.TAG_OF_BYTE, len(rgb) // 256)[:, None]
+        self.g_table = np.ascontiguousarray(np.concatenate([rgb, tag], 1)).view(np.uint32)[:, 0]
+        self._g_idx = np.empty(self.g_index.shape, np.int32)
         # Rain streaks: a few precomputed layers, one per frame in turn.
         self.rain_layers = []
         if lt.rain > 0:
@@ -187,13 +196,14 @@ class CameraRenderer:
         """RGB (HxWx3 uint8) and tag ids (HxW uint8) seen from the ego pose."""
         self._set_weather(weather)
         r_wc, c = self.pose(x, y, yaw)
-        img = self.background.copy()
+        img = np.empty_like(self.background)
+        img[: self.v0] = self.background[: self.v0]  # _ground writes every row below
         self._ground(img, r_wc, c)
         self._objects(img, r_wc, c, scenery, dynamic)
-        rgb = np.ascontiguousarray(img[..., :3])
+        rgb = cv2.cvtColor(img, cv2.COLOR_RGBA2RGB)  # OpenCV splits channels far faster than numpy
         if self.rain_layers:
             rgb = cv2.add(rgb, self.rain_layers[frame % len(self.rain_layers)])
-        return rgb, np.ascontiguousarray(img[..., 3])
+        return rgb, cv2.extractChannel(img, 3)
 
     def _ground(self, img: np.ndarray, r_wc: np.ndarray, c: np.ndarray) -> None:
         h, w = self.spec.height, self.spec.width
@@ -201,14 +211,16 @@ class CameraRenderer:
             return
         t = -r_wc @ c
         h_wi = self.K @ np.column_stack([r_wc[:, 0], r_wc[:, 1], t])  # world ground -> image
-        shift = np.array([[1, 0, 0], [0, 1, self.v0], [0, 0, 1.0]])
-        m = self.ground.world_to_px() @ np.linalg.inv(h_wi) @ shift
+        m = self._w2px @ np.linalg.inv(h_wi) @ self._shift
         border = (tags.TERRAIN, rmat.GRASS * 16 + 8, 0, 0)
+        # Warp both raster channels, not the material alone: OpenCV 5 samples 1-channel images
+        # with other (float) coordinate kernels, which would move some pixels.
         out = cv2.warpPerspective(self.ground.data, m, (w, h - self.v0),
                                   flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=border)
-        img[self.v0 :, :, 3] = out[..., 0]
-        img[self.v0 :, :, :3] = self.g_table[self.g_index + out[..., 1]]
+        # The tag comes from the material byte (raster.TAG_OF_BYTE); out[..., 0] equals it.
+        np.add(self.g_index, out[..., 1], out=self._g_idx)
+        np.take(self.g_table, self._g_idx, out=img.view(np.uint32)[self.v0 :, :, 0], mode="clip")
 
     def _objects(self, img, r_wc, c, scenery: Scenery, dynamic: Boxes) -> None:
         items: list[tuple] = []  # (depth, polygon int32 (k, 2) or circle, colour + tag)
@@ -284,18 +296,18 @@ class CameraRenderer:
         base = boxes.color[idx[ks]].astype(float) * shade[:, None]
         cols = self._colors(base, dist[ks], boxes.tag[idx[ks]])
         pix = np.round(np.clip(uv, -8 * w, 8 * w) * 4).astype(np.int32)
-        out = []
-        for j, (k, fi) in enumerate(zip(ks.tolist(), fs.tolist(), strict=True)):
-            if front[k]:
-                poly = pix[k, FACES[fi]]
-            else:
-                q = _clip_near(cam[k, FACES[fi]])
-                if len(q) < 3:
-                    continue
-                quv = q[:, :2] / q[:, 2:3] * self.f + (w / 2, h / 2)
-                poly = np.round(np.clip(quv, -8 * w, 8 * w) * 4).astype(np.int32)
-            out.append((float(dist[k]), poly, cols[j]))
-        return out
+        # Every visible face's corners in one gather; only faces crossing the near plane loop.
+        quads = pix[ks[:, None], FACES[fs]]  # (n, 4, 2)
+        crossing = np.nonzero(~front[ks])[0].tolist()
+        out = list(zip(dist[ks].tolist(), quads, cols, strict=True))
+        for j in crossing:
+            q = _clip_near(cam[ks[j], FACES[fs[j]]])
+            if len(q) < 3:
+                out[j] = None
+                continue
+            quv = q[:, :2] / q[:, 2:3] * self.f + (w / 2, h / 2)
+            out[j] = (out[j][0], np.round(np.clip(quv, -8 * w, 8 * w) * 4).astype(np.int32), cols[j])
+        return [it for it in out if it is not None] if crossing else out
 
 
 def _clip_near(poly: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim import tags
-from sim.embedded.geometry import wrap_angle
+from sim.embedded.geometry import wrap_scalar
 from sim.embedded.props import Boxes
 from sim.embedded.roadnet import Lane, RoadNetwork
 from sim.types import Control
@@ -55,6 +55,7 @@ class Traffic:
         # first_come: also yield to a car from another lane that reaches the junction first
         # (maps from files have short approach lanes where two cars can commit together).
         self.first_come = first_come
+        self._approaching: dict | None = None
         self.vehicles: list[Vehicle] = []
         self.holders: dict[int, set[int]] = {}  # junction -> vehicles inside, from one lane
         self._entry: dict[int, int] = {}  # vehicle -> lane it entered its junction from
@@ -83,10 +84,12 @@ class Traffic:
         """(gap to the car or stop line ahead on my path [m], its speed)."""
         best_gap, best_v = math.inf, 0.0
         path = [me.lane] + me.route
+        on_path = set(path)
+        others = [o for o in self.vehicles if o.lane in on_path and o is not me]  # in vehicle order
         offset = -me.s
         for depth, lane_id in enumerate(path):
-            for o in self.vehicles:
-                if o is me or o.lane != lane_id:
+            for o in others:
+                if o.lane != lane_id:
                     continue
                 d = offset + o.s
                 if depth == 0 and o.s <= me.s:
@@ -105,6 +108,8 @@ class Traffic:
                 blocked = bool(holders) and any(self._from_lane(h) != lane_id for h in holders if h != me.id)
                 if not blocked and self.first_come:
                     blocked = self._someone_first(me, node, lane_id, offset + lane.path.length)
+                if not blocked and self.first_come and depth + 2 < len(path):
+                    blocked = self._no_room_after(me, path[depth + 2], offset + lane.path.length)
                 if blocked:
                     gap = offset + lane.path.length - me.size[0] / 2 - 0.5
                     if gap < best_gap:
@@ -117,17 +122,45 @@ class Traffic:
 
     def _someone_first(self, me: Vehicle, node: int | None, lane_id: int, my_dist: float) -> bool:
         """Whether a car approaching `node` from another lane arrives before me (ties: lower id)."""
+        if self._approaching is None:  # who is about to enter which junction: once per tick
+            self._approaching = {}
+            for o in self.vehicles:
+                if not o.route:
+                    continue
+                lane, nxt = self.lane(o.lane), self.lane(o.route[0])
+                if lane.road is None or nxt.road is not None:
+                    continue
+                d = lane.path.length - o.s
+                if d < o.v * o.v / (2 * B_COMF) + 4.0:
+                    self._approaching.setdefault(nxt.node, []).append((d / max(o.v, 0.5), o.id, o.lane))
         mine = (my_dist / max(me.v, 0.5), me.id)
+        return any((t, i) < mine for t, i, lane in self._approaching.get(node, ()) if lane != lane_id and i != me.id)
+
+    def _no_room_after(self, me: Vehicle, exit_lane: int, my_dist: float) -> bool:
+        """Whether the lane after the junction has no room for me (do not block the junction box).
+
+        Room is needed for me and for every car inside a junction that heads into the same lane;
+        cars on that lane take it from its start, and a lane that ends at the next junction has
+        no more than its length (CARLA's towns link junctions by roads of about 10 m). Without
+        this rule, cars that wait inside one junction for the next can hold both, and a ring of
+        such junctions locks up for good (Town10HD.xodr did within 4000 steps).
+        A car too close to its stop line to brake (at 6 m/s^2) is committed and goes on.
+        """
+        if my_dist < me.v * me.v / 12.0 + 0.5:
+            return False
+        need = me.size[0] + 1.5
+        lane = self.lane(exit_lane)
+        ends_at_junction = any(self.lane(n).road is None for n in lane.successors)
+        # (a lane too short for one car alone takes one at a time, else nobody could ever enter)
+        free = max(lane.path.length, need) if ends_at_junction and not lane.path.closed else math.inf
         for o in self.vehicles:
-            if o is me or o.lane == lane_id or not o.route:
+            if o is me:
                 continue
-            lane, nxt = self.lane(o.lane), self.lane(o.route[0])
-            if lane.road is None or nxt.road is not None or nxt.node != node:
-                continue
-            d = lane.path.length - o.s
-            if d < o.v * o.v / (2 * B_COMF) + 4.0 and (d / max(o.v, 0.5), o.id) < mine:
-                return True
-        return False
+            if o.lane == exit_lane:
+                free = min(free, o.s - o.size[0] / 2)
+            elif o.route and o.route[0] == exit_lane and self.lane(o.lane).road is None:
+                need += o.size[0] + 1.5
+        return free < need
 
     def _from_lane(self, vid: int) -> int:
         return self._entry.get(vid, -1)
@@ -159,7 +192,9 @@ class Traffic:
 
     # -- motion -------------------------------------------------------------------------------
     def step_npcs(self, dt: float) -> None:
+        self._approaching = None  # the ego has moved
         accels = [self.target_accel(v) for v in self.vehicles[1:]]
+        self._approaching = None
         for veh, a in zip(self.vehicles[1:], accels, strict=True):
             veh.v = max(0.0, veh.v + a * dt)
             veh.s += veh.v * dt
@@ -177,17 +212,17 @@ class Traffic:
     def boxes(self, skip_ego: bool = True) -> Boxes:
         vs = self.vehicles[1:] if skip_ego else self.vehicles
         rows = []
-        for v in vs:
+        for v in vs:  # plain floats: per-vehicle numpy arrays cost more than the arithmetic
             l_, w_, h_ = v.size
-            fwd = np.array([math.cos(v.yaw), math.sin(v.yaw)])
-            base = np.array([v.x, v.y])
+            fx, fy = math.cos(v.yaw), math.sin(v.yaw)
             if v.tag == tags.TRUCK:
-                rows.append((base - fwd * 1.2, v.yaw, (l_ - 2.4, w_, h_ - 0.4), 0.4, v.color, v.tag))
-                rows.append((base + fwd * (l_ / 2 - 1.1), v.yaw, (2.2, w_, 2.2), 0.4, (60, 60, 70), v.tag))
+                k = l_ / 2 - 1.1
+                rows.append(((v.x - fx * 1.2, v.y - fy * 1.2), v.yaw, (l_ - 2.4, w_, h_ - 0.4), 0.4, v.color, v.tag))
+                rows.append(((v.x + fx * k, v.y + fy * k), v.yaw, (2.2, w_, 2.2), 0.4, (60, 60, 70), v.tag))
             else:
-                rows.append((base, v.yaw, (l_, w_, 0.85), 0.3, v.color, v.tag))
+                rows.append(((v.x, v.y), v.yaw, (l_, w_, 0.85), 0.3, v.color, v.tag))
                 dark = tuple(int(c * 0.55) for c in v.color)
-                rows.append((base - fwd * 0.3, v.yaw, (2.3, w_ * 0.9, 0.55), 1.15, dark, v.tag))
+                rows.append(((v.x - fx * 0.3, v.y - fy * 0.3), v.yaw, (2.3, w_ * 0.9, 0.55), 1.15, dark, v.tag))
         return Boxes.from_rows(rows)
 
 
@@ -199,7 +234,7 @@ def bicycle_step(x: float, y: float, yaw: float, v: float, c: Control, dt: float
         acc = -acc
     v = max(0.0, v + acc * dt) if not c.reverse else min(0.0, v + acc * dt)
     delta = -c.steer * MAX_STEER_RAD
-    yaw = float(wrap_angle(yaw + v / WHEELBASE_M * math.tan(delta) * dt))
+    yaw = wrap_scalar(yaw + v / WHEELBASE_M * math.tan(delta) * dt)
     return x + v * math.cos(yaw) * dt, y + v * math.sin(yaw) * dt, yaw, v
 
 
@@ -211,6 +246,11 @@ def pure_pursuit(x: float, y: float, yaw: float, tx: float, ty: float) -> float:
 
 def obb_overlap(a: tuple, b: tuple) -> bool:
     """Separating-axis test of two ground rectangles (x, y, yaw, length, width)."""
+    # Centres farther apart than the two circumradii (plus 1 cm) cannot overlap: skip the axes.
+    reach = (math.hypot(a[3], a[4]) + math.hypot(b[3], b[4])) / 2 + 0.01
+    if (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 > reach * reach:
+        return False
+
     def axes(r):
         c, s = math.cos(r[2]), math.sin(r[2])
         return [(c, s), (-s, c)]

@@ -28,7 +28,7 @@ from sim.maps.opendrive import OpenDriveError, parse
 from sim.maps.paint import paint_map
 from sim.maps.scenery import build_map_scenery
 
-BUILD_VERSION = "3"  # bump when the conversion or painting changes what a file builds into
+BUILD_VERSION = "5"  # bump when the conversion, painting or a pickled class (Path) changes
 RESOLUTION = 0.08  # metres per ground raster cell (CARLA towns are 3-4x larger than ours)
 XODR_RECIPE = TownRecipe("xodr", sidewalk=0.0)
 

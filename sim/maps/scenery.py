@@ -79,16 +79,16 @@ def build_map_scenery(md: MapData, ground: GroundRaster, rng: np.random.Generato
             rad = rng.uniform(1.5, 2.6)
             green = np.clip(np.array([60, 105, 40]) + rng.integers(-15, 15, 3), 0, 255)
             spheres.append(((p[0], p[1], trunk + rad * 0.7), rad, green, tags.VEGETATION))
-            pos += 18.0 * rng.uniform(0.7, 1.3)
+            pos += 26.0 * rng.uniform(0.7, 1.3)
         pos = rng.uniform(5.0, 30.0)
         while pos < s[-1] - 5.0:
             _, out, _ = frame(pos)
             rows.append((at(pos) - out * 0.4, 0.0, (0.22, 0.22, 7.0), 0.0, (120, 120, 125), tags.POLE))
-            pos += rng.uniform(30.0, 40.0)
+            pos += rng.uniform(40.0, 55.0)
         pos = rng.uniform(2.0, 10.0)
         while pos < s[-1] - 8.0:
             step = rng.uniform(10.0, 24.0)
-            if rng.random() < 0.8:
+            if rng.random() < 0.6:
                 _, out, yaw = frame(pos + step / 2)
                 depth = rng.uniform(8.0, 18.0)
                 center = at(pos + step / 2) + out * (rng.uniform(1.0, 3.5) + depth / 2)
