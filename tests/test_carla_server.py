@@ -43,27 +43,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+def start_server(*args: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sim.carla_server", "--port", str(port), "--town", "Town03"],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    cmd = [sys.executable, "-m", "sim.carla_server", "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
+            return proc, port
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 pytest.fail(f"server did not start: {proc.stderr.read()}")
             time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, port = start_server("--town", "Town03")
     yield port
     proc.terminate()
     proc.wait(10)
@@ -402,3 +401,47 @@ def test_run_sim_backend_carla_end_to_end(server, tmp_path):
     assert df.frame.tolist() == list(range(12))
     assert df.lane_px_true.min() > 300 and df.iou.mean() > 0.8
     assert df.speed.iloc[-1] > df.speed.iloc[0]
+
+
+def test_map_file_served_as_opendrive(tmp_path):
+    """--map FILE.xodr: the client's map is that file, and the cameras see its road marks."""
+    xodr = tmp_path / "Town02.xodr"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    made = subprocess.run(
+        [sys.executable, "-m", "sim.maps", "export", "Town02", "--out", str(xodr)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    proc, port = start_server("--map", str(xodr))
+    try:
+        client, world = connect(port)
+        m = world.get_map()
+        assert m.name.endswith("Town02") and m.to_opendrive() == xodr.read_text(encoding="utf-8")
+        set_sync(world, True)
+        vehicle, cams, queues = spawn_with_cameras(world)
+        f = world.tick()
+        labels = bgra(frame_of(queues[1], f))[..., 2]
+        assert (labels == ROAD_LINE).sum() > 300
+        assert m.get_waypoint(vehicle.get_location()).lane_type == carla.LaneType.Driving
+        cleanup(world, vehicle, cams)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_bad_arguments_exit_1_with_one_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for args in (["--town", "Nowhere"], ["--map", str(tmp_path / "missing.xodr")]):
+        done = subprocess.run(
+            [sys.executable, "-m", "sim.carla_server", "--port", str(free_port()), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
