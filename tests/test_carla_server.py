@@ -340,6 +340,29 @@ def test_collision_sensor_reports_the_car_ahead(server):
         set_sync(world, False)
 
 
+def test_plain_carla_script_runs_unchanged(server):
+    """scripts/carla_sync_loop.py (sync loop, frame-matched queues, TM, semantic camera) against the server."""
+    cmd = [
+        sys.executable,
+        "scripts/carla_sync_loop.py",
+        "--port",
+        str(server),
+        "--tm-port",
+        str(free_port()),
+        "--frames",
+        "40",
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("frame ")]
+    assert len(lines) == 40
+    frames = [int(ln.split()[1]) for ln in lines]
+    assert frames == list(range(frames[0], frames[0] + 40))
+    assert float(lines[-1].split()[-2]) > 2.0  # the Traffic Manager drove
+    client, world = connect(server)
+    assert not world.get_settings().synchronous_mode and [a.type_id for a in world.get_actors()] == ["spectator"]
+
+
 def test_laneloop_carla_backend_episode_with_traffic_manager(server):
     """Our own CARLA backend (sim/carla_backend.py) runs an episode: TM autopilot, NPCs, frame-matched data."""
     sc = Scenario(town="Town03", seed=3, npc_vehicles=2, ego_spawn=0, cameras=(CAM,), frames=30)
