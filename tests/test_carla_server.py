@@ -132,7 +132,7 @@ def test_layout_sizes():
 
 
 def test_sync_ticks_match_images_and_embedded_frame(server):
-    """world.tick() frame ids = image frame ids; pixels = the embedded backend's at the same pose."""
+    """world.tick() frame ids = image frame ids; pixels = the embedded backend's at the same pose, bit for bit."""
     client, world = connect(server)
     assert client.get_server_version() == "0.9.16"
     assert world.get_map().name.endswith("Town03")
@@ -154,13 +154,11 @@ def test_sync_ticks_match_images_and_embedded_frame(server):
         sc = Scenario(town="Town03", seed=0, npc_vehicles=0, ego_spawn=0, cameras=(CAM,), frames=1)
         with make_backend("embedded") as emb:
             ref = emb.reset(sc).cameras["front"]
-        line = labels == ROAD_LINE
-        ref_line = ref.labels == ROAD_LINE
-        assert ref_line.sum() > 500
-        iou = (line & ref_line).sum() / (line | ref_line).sum()
-        assert iou >= 0.98, f"RoadLine IoU vs embedded {iou:.4f}"
-        assert (labels == ref.labels).mean() >= 0.995
-        assert np.abs(colour.astype(int) - ref.rgb.astype(int)).mean() < 2.0
+        assert (ref.labels == ROAD_LINE).sum() > 500
+        # Same spawn point, same renderer and seed: bit-identical frames (the pose goes through the
+        # client's float32 transform and back without changing a pixel).
+        assert np.array_equal(labels, ref.labels)
+        assert np.array_equal(colour, ref.rgb)
     finally:
         cleanup(world, vehicle, cams)
 
