@@ -171,7 +171,10 @@ def ours(t: list) -> tuple[float, float, float]:
 def weather_from_wire(v: list) -> Weather:
     if not isinstance(v, list) or len(v) < len(WEATHER_FIELDS):
         raise WorldError("set_weather_parameters: expected 14 numbers")
-    w = Weather(**{k: float(x) for k, x in zip(WEATHER_FIELDS, v, strict=False)}, name="Custom")
+    # The client sends float32: its shortest decimal is the value the script wrote (0.1, not
+    # 0.10000000149), so a preset arrives as exactly the preset and renders as the embedded one.
+    values = {k: float(str(np.float32(x))) for k, x in zip(WEATHER_FIELDS, v, strict=False)}
+    w = Weather(**values, name="Custom")
     for name in PRESET_NAMES:
         if name != "Default" and replace(Weather.preset(name), name="Custom") == w:
             return replace(w, name=name)
@@ -234,6 +237,7 @@ class World:
             if parent:
                 raise WorldError("spawn_actor: vehicles cannot be attached to another actor")
             x, y, yaw = ours(tf)
+            x, y, yaw = self.map.exact_spawn(x, y, yaw) or (x, y, yaw)
             for other in self.vehicles():
                 if math.hypot(other.vehicle.x - x, other.vehicle.y - y) < 2.0:
                     raise WorldError(f"Spawn failed because of collision at spawn position ({tf[0]:.1f}, {tf[1]:.1f})")
@@ -335,6 +339,9 @@ class World:
             v = a.vehicle
             t, s, b, hb, rev = a.control[:5]
             v0 = v.v
+            if v0 == 0.0 and t == 0.0:
+                a.accel = 0.0  # at rest and no throttle: nothing moves (and no rounding creeps into yaw)
+                continue
             v.x, v.y, v.yaw, v.v = bicycle_step(v.x, v.y, v.yaw, v.v, Control(t, s, b, hb, rev), dt)
             a.accel = (v.v - v0) / dt
         self.frame += 1
