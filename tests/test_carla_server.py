@@ -245,6 +245,7 @@ def test_async_mode_batches_and_load_world(server):
     lib, points = world.get_blueprint_library(), world.get_map().get_spawn_points()
     cars = sorted(lib.filter("vehicle.*"), key=lambda bp: bp.id)
     assert len(cars) >= 5 and all(bp.has_attribute("role_name") for bp in cars)
+    assert not lib.filter("sensor.camera.depth")  # not rendered, so not offered
     got = client.apply_batch_sync([carla.command.SpawnActor(cars[i], points[i]) for i in range(3)], False)
     assert [r.error for r in got] == ["", "", ""]
     ids = [r.actor_id for r in got]

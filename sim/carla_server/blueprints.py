@@ -57,7 +57,8 @@ _CAMERA_COMMON = (
     ("lens_x_size", FLOAT, "0.08"),
     ("lens_y_size", FLOAT, "0.08"),
 )
-CAMERAS = ("sensor.camera.rgb", "sensor.camera.semantic_segmentation", "sensor.camera.depth")
+CAMERAS = ("sensor.camera.rgb", "sensor.camera.semantic_segmentation")
+"""No depth camera: the embedded renderer has no depth buffer to give."""
 EVENT_SENSORS = ("sensor.other.collision", "sensor.other.lane_invasion")
 
 
