@@ -1,0 +1,88 @@
+"""Byte layouts of what goes down the streams, as the 0.9.16 client decodes them.
+
+All packed little-endian without padding (LibCarla sensor/s11n). A wrong size in the episode
+state makes the client abort the whole process, so every layout has a fixed struct here and a
+test against the real client.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+SENSOR_HEADER = struct.Struct("<QQd6f")
+"""SensorHeaderSerializer: sensor type (index in SensorRegistry), frame, timestamp, sensor transform."""
+IMAGE_HEADER = struct.Struct("<IIf")
+"""ImageSerializer: width, height, fov."""
+EPISODE_HEADER = struct.Struct("<Qdf3iI")
+"""EpisodeStateSerializer: episode id, platform time, delta seconds, map origin, simulation state."""
+ACTOR_RECORD = struct.Struct("<IB6f3f3f3f54s")
+"""ActorDynamicState: id, state, transform, velocity, angular velocity, acceleration, 54-byte union."""
+VEHICLE_UNION = struct.Struct("<3f???ifB?I")
+"""The union's vehicle member: control, gear, speed limit, traffic light state and id."""
+
+# Indices in SensorRegistry.h (0.9.16).
+TYPE_COLLISION = 0
+TYPE_DEPTH = 1
+TYPE_RGB = 13
+TYPE_SEMANTIC = 14
+TYPE_EPISODE = 17
+ACTOR_ACTIVE = 1
+assert ACTOR_RECORD.size == 119 and SENSOR_HEADER.size == 48 and EPISODE_HEADER.size == 36
+
+
+def sensor_header(sensor_type: int, frame: int, timestamp: float, transform: tuple) -> bytes:
+    """transform = (x, y, z, pitch, yaw, roll) in CARLA's frame."""
+    return SENSOR_HEADER.pack(sensor_type, frame, timestamp, *transform)
+
+
+def image_payload(
+    sensor_type: int, frame: int, timestamp: float, transform: tuple, fov: float, bgra: np.ndarray
+) -> bytes:
+    """A camera frame: header, image header, then height x width x 4 BGRA bytes."""
+    h, w = bgra.shape[:2]
+    return (
+        sensor_header(sensor_type, frame, timestamp, transform)
+        + IMAGE_HEADER.pack(w, h, fov)
+        + np.ascontiguousarray(bgra, dtype=np.uint8).tobytes()
+    )
+
+
+@dataclass
+class ActorState:
+    """One actor's row in the episode state (CARLA frame, SI units, degrees)."""
+
+    id: int
+    transform: tuple  # x, y, z, pitch, yaw, roll
+    velocity: tuple = (0.0, 0.0, 0.0)
+    angular_velocity: tuple = (0.0, 0.0, 0.0)
+    acceleration: tuple = (0.0, 0.0, 0.0)
+    control: tuple | None = None  # vehicles: throttle, steer, brake, hand_brake, reverse, manual, gear
+    speed_limit: float = 30.0
+
+
+def _union(a: ActorState) -> bytes:
+    if a.control is None:
+        return bytes(54)
+    t, s, b, hb, rev, man, gear = a.control
+    body = VEHICLE_UNION.pack(t, s, b, bool(hb), bool(rev), bool(man), int(gear), a.speed_limit, 0, False, 0)
+    return body + bytes(54 - len(body))
+
+
+def episode_payload(
+    frame: int, timestamp: float, episode_id: int, platform_time: float, dt: float, actors: list[ActorState]
+) -> bytes:
+    """The world-state frame every client tick waits for: header, episode header, one record per actor."""
+    parts = [
+        sensor_header(TYPE_EPISODE, frame, timestamp, (0.0,) * 6),
+        EPISODE_HEADER.pack(episode_id, platform_time, dt, 0, 0, 0, 0),
+    ]
+    for a in actors:
+        parts.append(
+            ACTOR_RECORD.pack(
+                a.id, ACTOR_ACTIVE, *a.transform, *a.velocity, *a.angular_velocity, *a.acceleration, _union(a)
+            )
+        )
+    return b"".join(parts)
