@@ -1,0 +1,93 @@
+"""The sweep's tables: per model overall (leaderboard style) and per route, as Markdown and CSV."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+from harness.drive.score import INFRACTIONS, Infraction, Verdict, aggregate
+
+SHORT = {
+    "collision_vehicle": "coll. veh.",
+    "collision_static": "coll. static",
+    "off_road": "off-road",
+    "lane_departure": "lane dep.",
+    "route_deviation": "route dev.",
+    "agent_blocked": "blocked",
+    "route_timeout": "timeout",
+}
+
+
+def _verdict(row: dict[str, Any]) -> Verdict:
+    events = tuple(Infraction(e["kind"], e["t"], e["progress_m"], e.get("detail", "")) for e in row["events"])
+    return Verdict(
+        row["length_m"], row["driven_m"], row["route_completion"], row["infraction_penalty"],
+        row["driving_score"], row["end"], row["duration_s"], events,
+    )  # fmt: skip
+
+
+def per_model(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each model's aggregate over its routes (in the order the models first appear)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name]
+        agg = aggregate([_verdict(r) for r in mine])
+        agg["latency_ms"] = mine[0]["latency_ms"]
+        agg["miou"] = _mean([r["miou"] for r in mine])
+        agg["mean_speed_kmh"] = _mean([r["mean_speed_kmh"] for r in mine])
+        out[name] = agg
+    return out
+
+
+def _mean(xs: list[float]) -> float:
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def _f(v: float, nd: int = 1) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+
+
+def overall_markdown(rows: list[dict[str, Any]]) -> str:
+    cols = ["model", "latency ms", "driving score", "route completion %", "infraction penalty", "km",
+            "infractions/km", *[SHORT[k] for k in INFRACTIONS], "mIoU", "mean km/h"]  # fmt: skip
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, a in per_model(rows).items():
+        counts = [str(a["infractions"][k]) for k in INFRACTIONS]
+        vals = [name, _f(a["latency_ms"]), _f(a["driving_score"]), _f(a["route_completion"]),
+                _f(a["infraction_penalty"], 3), _f(a["km"], 2), _f(a["all_infractions_per_km"], 2),
+                *counts, _f(a["miou"], 3), _f(a["mean_speed_kmh"])]  # fmt: skip
+        lines.append("| " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def routes_markdown(rows: list[dict[str, Any]]) -> str:
+    cols = ["route", "model", "km/h limit", "driving score", "route completion %", "penalty", "end",
+            "infractions", "mIoU", "mean km/h"]  # fmt: skip
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in sorted(rows, key=lambda r: (r["route"], r["index"])):
+        inf = ", ".join(f"{SHORT[k]} {n}" for k, n in r["infractions"].items() if n) or "none"
+        vals = [r["route"], r["model"], _f(r["speed_limit_kmh"], 0), _f(r["driving_score"]),
+                _f(r["route_completion"]), _f(r["infraction_penalty"], 3), r["end"], inf, _f(r["miou"], 3),
+                _f(r["mean_speed_kmh"])]  # fmt: skip
+        lines.append("| " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+CSV_COLS = ["route", "model", "seed", "road", "speed_limit_kmh", "latency_ms", "driving_score", "route_completion",
+            "infraction_penalty", "end", "length_m", "driven_m", "duration_s", "frames", "deadline_misses",
+            "inferred_frames", "miou", "mean_speed_kmh", *INFRACTIONS]  # fmt: skip
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One row per episode (the machine-dependent wall time left out: the file is reproducible)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(CSV_COLS)
+        for r in rows:
+            w.writerow([r["infractions"][c] if c in INFRACTIONS else r[c] for c in CSV_COLS])
+
+
+__all__ = ["overall_markdown", "per_model", "routes_markdown", "write_csv"]
