@@ -105,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         from harness.drive.route import RouteError
-        from perception.checkpoint import CheckpointError
 
-        known = (SuiteError, RouteError, CheckpointError, ValueError, OSError)
+        known: tuple[type[BaseException], ...] = (SuiteError, RouteError, ValueError, OSError)
+        if "perception.checkpoint" in sys.modules:  # loaded only when a model was: do not import torch for this
+            known += (sys.modules["perception.checkpoint"].CheckpointError,)
         msg = str(e) if isinstance(e, known) else f"unexpected {type(e).__name__}: {e} (rerun with --debug)"
         print(f"error: {msg}", file=sys.stderr)
         return 1
