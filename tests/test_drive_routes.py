@@ -71,7 +71,8 @@ def test_public_routes_load_and_plan() -> None:
     from sim.embedded.town import load_town
 
     routes = load_routes(REPO / "routes")
-    assert {r.name for r in routes} >= {"highway_curves", "highway_night_rain", "urban_dense_rain", "town03_night_turns"}
+    names = {r.name for r in routes}
+    assert names >= {"highway_curves", "highway_night_rain", "urban_dense_rain", "town03_night_turns"}
     assert all(r.speed_limit_kmh >= 90 for r in routes if r.road == "highway")
     for r in routes:
         if r.town == "Town04":
