@@ -76,7 +76,7 @@ def test_public_routes_load_and_plan() -> None:
     assert all(r.speed_limit_kmh >= 90 for r in routes if r.road == "highway")
     for r in routes:
         if r.town == "Town04":
-            continue  # the highway loop is a single closed lane: planned in test_plan_on_a_loop
+            continue  # the highway loop: one closed lane per direction (test_plan_on_a_loop), a slow build
         plan = plan_route(load_town(r.town).network, r)
         assert plan.length_m == pytest.approx(r.length_m, abs=0.5)
         steps = np.linalg.norm(np.diff(plan.points, axis=0), axis=1)
@@ -107,3 +107,21 @@ def test_tracker_progress_and_distance() -> None:
     # A point far ahead beyond the search window is not jumped to: progress stays near the last.
     along, dist = tr.update(90.0, 0.0)
     assert along < 60.0 and dist > 30.0
+
+
+def test_plan_on_a_loop() -> None:
+    """A route round a closed lane (the highway loop) wraps past the lane's start."""
+    from types import SimpleNamespace
+
+    from sim.embedded.geometry import Path as LanePath
+
+    a = np.linspace(0.0, 2 * np.pi, 629)[:-1]
+    path = LanePath(np.c_[100.0 * np.cos(a), 100.0 * np.sin(a)], closed=True)
+    lane = SimpleNamespace(id=0, path=path, road=0, successors=[0])
+    net = SimpleNamespace(lanes=[lane], spawn_points=[(0, path.length - 30.0)])
+    plan = plan_route(net, route_from_dict({"name": "loop", "length_m": 100}))
+    assert plan.lanes == [0, 0]
+    assert plan.segments[0].s1 == pytest.approx(path.length) and plan.segments[1].s1 == pytest.approx(70.0)
+    assert plan.length_m == pytest.approx(100.0, abs=0.1)
+    end = route_from_dict({"name": "loop", "end": [float(path.pose(20.0)[0]), float(path.pose(20.0)[1])]})
+    assert plan_route(net, end).length_m == pytest.approx(50.0, abs=0.1)
