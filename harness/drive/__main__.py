@@ -159,11 +159,13 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         else:
             if not args.no_progress and spec != "oracle":
                 print(f"measuring {name} ({args.threads} thread(s)) ...", file=sys.stderr)
-            measured[name] = measure_latency(spec, str(by_name[routes[0].name]), args.threads, args.runtime)
+            measured[name] = measure_latency(
+                spec, str(by_name[routes[0].name]), args.threads, args.runtime, together=tuple(specs)
+            )
             latency[name] = measured[name]
         latency[name] += args.added_latency_ms
     tasks = [
-        Task(i, spec, str(by_name[r.name]), latency[name], args.seed, args.threads, args.runtime)
+        Task(i, spec, str(by_name[r.name]), latency[name], args.seed, args.threads, args.runtime, tuple(specs))
         for i, (r, (spec, name)) in enumerate((r, m) for r in routes for m in zip(specs, names, strict=True))
     ]
     settings = EpisodeSettings(realtime=not args.no_realtime)

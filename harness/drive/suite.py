@@ -40,6 +40,7 @@ class Task:
     seed: int | None = None
     threads: int = 1
     runtime: str = "torch"
+    together: tuple[str, ...] = ()  # every model of the sweep: loaded together (see _predictor)
 
 
 def model_name(spec: str) -> str:
@@ -62,17 +63,24 @@ def resolve_model(spec: str) -> str:
 _PREDICTORS: dict[tuple[str, int, str], Any] = {}
 
 
-def _predictor(spec: str, threads: int, runtime: str) -> Any:
-    """The model's predictor, loaded and warmed up once per process."""
-    key = (spec, threads, runtime)
-    if key not in _PREDICTORS:
-        from perception.predictor import load_predictor
+def _predictor(spec: str, threads: int, runtime: str, together: tuple[str, ...] = ()) -> Any:
+    """The model's predictor, loaded and warmed up once per process.
 
-        p = load_predictor(spec, runtime=runtime, threads=threads)
+    Every model of the sweep (`together`) is loaded before any is warmed up: loading a QAT
+    checkpoint resets torch.compile's caches, so a model compiled before it would compile again.
+    """
+    from perception.predictor import load_predictor
+
+    todo = [m for m in dict.fromkeys((*together, spec)) if m != ORACLE and (m, threads, runtime) not in _PREDICTORS]
+    loaded = []
+    for m in todo:
+        p = load_predictor(m, runtime=runtime, threads=threads)
+        p.name = model_name(m)
+        loaded.append((m, p))
+    for m, p in loaded:
         p.warmup()
-        p.name = model_name(spec)
-        _PREDICTORS[key] = p
-    return _PREDICTORS[key]
+        _PREDICTORS[(m, threads, runtime)] = p
+    return _PREDICTORS[(spec, threads, runtime)]
 
 
 def run_task(task: Task, settings: Any = None) -> dict[str, Any]:
@@ -90,7 +98,7 @@ def run_task(task: Task, settings: Any = None) -> dict[str, Any]:
         predictor: Any = GroundTruthMaskPredictor(ORACLE)
         factory: Callable[..., Any] = truth_backend(predictor)
     else:
-        predictor = _predictor(task.model, task.threads, task.runtime)
+        predictor = _predictor(task.model, task.threads, task.runtime, task.together)
         factory = make_backend
     backend = RoutedBackend(factory("embedded"), route)
     try:
@@ -102,14 +110,16 @@ def run_task(task: Task, settings: Any = None) -> dict[str, Any]:
     return row
 
 
-def measure_latency(spec: str, route_file: str, threads: int, runtime: str, frames: int = 30) -> float:
+def measure_latency(
+    spec: str, route_file: str, threads: int, runtime: str, frames: int = 30, together: tuple[str, ...] = ()
+) -> float:
     """Median latency [ms] of a model on the first frame of a route (after 5 warm runs); 0 for the oracle."""
     if spec == ORACLE:
         return 0.0
     from harness.drive.route import load_route
     from sim.backend import make_backend
 
-    p = _predictor(spec, threads, runtime)
+    p = _predictor(spec, threads, runtime, together)
     route = load_route(route_file)
     with make_backend("embedded") as b:
         rgb = b.reset(route.scenario(), seed=route.seed).camera.rgb
