@@ -83,8 +83,9 @@ def drive_route(
     handover_until = -1.0
     handed_over = False
     frames = misses = 0
-    speed_sum = 0.0
+    speed_sum = speed_max = 0.0
     iou_sum, iou_frames = 0.0, 0
+    offsets: list[float] = []  # |lateral offset| on roads [m]: how well the lane is kept, short of departing
     end = None
     while end is None:
         fresh, _, missed = track.perceive(obs.camera.rgb, obs.sim_time, dt, cfg.realtime, times)
@@ -103,6 +104,8 @@ def drive_route(
         if int(s.lane_px_true) > 0:
             iou_sum += float(s.iou)
             iou_frames += 1
+        if not ego.in_junction and ego.lateral_offset is not None:
+            offsets.append(abs(float(ego.lateral_offset)))
         progress, off_route = tracker.update(ego.x, ego.y)
         sample = Sample(
             t=float(obs.sim_time),
@@ -119,6 +122,7 @@ def drive_route(
         frames += 1
         misses += int(missed)
         speed_sum += float(ego.speed)
+        speed_max = max(speed_max, float(ego.speed))
         if end is None:
             obs = backend.step(control)
     verdict = ref.verdict(end)
@@ -134,7 +138,10 @@ def drive_route(
         "deadline_misses": misses,
         "inferred_frames": len(track.latency),
         "mean_speed_kmh": 3.6 * speed_sum / max(frames, 1),
+        "max_speed_kmh": 3.6 * speed_max,
         "miou": iou_sum / iou_frames if iou_frames else math.nan,
+        "mean_abs_offset_m": float(np.mean(offsets)) if offsets else math.nan,
+        "p95_abs_offset_m": float(np.percentile(offsets, 95)) if offsets else math.nan,
         **verdict.as_dict(),
     }
 
