@@ -125,3 +125,25 @@ def test_plan_on_a_loop() -> None:
     assert plan.length_m == pytest.approx(100.0, abs=0.1)
     end = route_from_dict({"name": "loop", "end": [float(path.pose(20.0)[0]), float(path.pose(20.0)[1])]})
     assert plan_route(net, end).length_m == pytest.approx(50.0, abs=0.1)
+
+
+def test_navigator_takes_the_planned_turn() -> None:
+    """The embedded navigator, left to itself, would draw its turns at random; routed, it takes the plan's."""
+    from harness.drive.navigate import RoutedBackend
+    from sim.backend import make_backend
+
+    r = route_from_dict({"name": "t", "town": "Town03", "start": 12, "waypoints": [[61.5, 122.4]], "length_m": 200})
+    backend = RoutedBackend(make_backend("embedded"), r)
+    try:
+        backend.reset(r.scenario(), seed=2)  # unrouted, this seed turns right (lanes 85, 34)
+        visited: list[int] = []
+        for _ in range(500):
+            lane = backend.inner.traffic.vehicles[0].lane
+            if not visited or visited[-1] != lane:
+                visited.append(lane)
+            if lane == 28:
+                break
+            backend.step(None, render=False)
+    finally:
+        backend.close()
+    assert visited == [12, 84, 28]

@@ -142,3 +142,17 @@ def test_aggregate_means_over_routes_and_per_km() -> None:
     assert agg["all_infractions_per_km"] == pytest.approx(2 / 1.5)
     assert agg["ends"] == {"completed": 1, "collision": 1}
     assert math.isnan(aggregate([])["driving_score"])
+
+
+def test_a_collision_while_the_navigator_drives_is_counted_not_charged() -> None:
+    samples = straight(300)
+    for i in (100, 101):
+        samples[i] = Sample(
+            t=i * DT, progress_m=50.0, speed=10.0, collision="vehicle", in_junction=True, navigator=True
+        )
+    v = judge(samples, length_m=100.0)
+    assert v.end == "completed" and v.driving_score == 100.0
+    assert v.counts()["navigator_collision"] == 1 and v.counts()["collision_vehicle"] == 0
+    assert aggregate([v])["all_infractions_per_km"] == 0.0
+    strict = judge(samples, length_m=100.0, rules=Rules(blame_navigator=True))
+    assert strict.end == "collision" and strict.driving_score == pytest.approx(50.0 * 0.6)

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="episode seed for every route (default: each route's own)")
     p.add_argument("--latency-ms", action="append", default=[], metavar="NAME=MS", help="state a model's latency")
     p.add_argument("--added-latency-ms", type=float, default=0.0, help="artificial latency added to every model [ms]")
+    p.add_argument(
+        "--blame-navigator",
+        action="store_true",
+        help="charge collisions in the junctions the simulator's navigator drives to the model (default: counted only)",
+    )
     p.add_argument("--no-realtime", action="store_true", help="every frame gets its own mask (latency costs nothing)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per model (default 1)")
     p.add_argument("--runtime", default="torch", choices=("torch", "onnx", "openvino"), help="inference runtime")
@@ -118,6 +123,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from harness.drive.episode import EpisodeSettings
     from harness.drive.plan import plan_route
     from harness.drive.route import load_routes
+    from harness.drive.score import Rules
     from harness.drive.suite import measure_latency, run_tasks, stderr_progress
     from harness.drive.table import overall_markdown, routes_markdown, write_csv
     from harness.outputs import write_json
@@ -168,7 +174,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         Task(i, spec, str(by_name[r.name]), latency[name], args.seed, args.threads, args.runtime, tuple(specs))
         for i, (r, (spec, name)) in enumerate((r, m) for r in routes for m in zip(specs, names, strict=True))
     ]
-    settings = EpisodeSettings(realtime=not args.no_realtime)
+    settings = EpisodeSettings(rules=Rules(blame_navigator=args.blame_navigator), realtime=not args.no_realtime)
     use_ray = {"auto": None, "on": True, "off": False}[args.ray]
     t0 = time.perf_counter()
     rows = run_tasks(

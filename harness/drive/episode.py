@@ -117,6 +117,7 @@ def drive_route(
             in_junction=bool(ego.in_junction),
             off_road=off_road(obs, cfg.off_road_m),
             collision=backend.collision_kind() if ego.collision else None,
+            navigator=control is None,
         )
         end = ref.update(sample)
         frames += 1

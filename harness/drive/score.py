@@ -30,8 +30,14 @@ PENALTIES: dict[str, float] = {
     "route_deviation": 1.0,
     "agent_blocked": 1.0,
     "route_timeout": 1.0,
+    # A contact while the simulator's navigator drives a junction (not the lane keeper): the embedded
+    # traffic's junction reservation lets two cars enter together (docs/lanekeeping.md). Counted, not
+    # charged, and the route goes on; Rules(blame_navigator=True) charges it as a collision.
+    "navigator_collision": 1.0,
 }
 INFRACTIONS = tuple(PENALTIES)
+#: Kinds that are the agent's (the per-km total counts these).
+AGENT_INFRACTIONS = tuple(k for k in INFRACTIONS if k != "navigator_collision")
 #: How a route can end besides "completed" (an infraction of the same name, or a stop from outside).
 ENDS = ("completed", "collision", "off_road", "route_deviation", "agent_blocked", "route_timeout", "interrupted")
 
@@ -53,6 +59,7 @@ class Sample:
     in_junction: bool = False
     off_road: bool = False
     collision: str | None = None
+    navigator: bool = False  # the simulator's navigator drove this tick (junctions), not the lane keeper
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class Rules:
     timeout_speed: float = 3.0
     complete_within_m: float = 3.0
     end_on_collision: bool = True  # the embedded world has no crash physics: a contact ends the route
+    blame_navigator: bool = False  # charge collisions in the navigator's junctions to the agent
     vehicle_width_m: float = 1.95  # lane departure: a side of the car (this wide) ...
     intrusion_m: float = 0.30  # ... this far into the next lane (past the lane's edge line)
 
@@ -162,10 +170,13 @@ class Referee:
         self.t = s.t
         self.progress_m = max(self.progress_m, min(s.progress_m, self.length_m))
         # Collisions: one event per contact (rising edge), named by what was hit.
+        charged = s.collision is not None and (not s.navigator or r.blame_navigator)
         if s.collision is not None and not self._touching:
-            self._add(f"collision_{s.collision}", s)
+            where = "in a junction" if s.in_junction else "on a road"
+            detail = f"{s.collision}, {where}, {'navigator' if s.navigator else 'lane keeper'} driving"
+            self._add(f"collision_{s.collision}" if charged else "navigator_collision", s, detail)
         self._touching = s.collision is not None
-        if s.collision is not None and r.end_on_collision:
+        if charged and r.end_on_collision:
             return "collision"
         # Lane departures: a side of the car `intrusion_m` past its lane's edge line (into the next
         # lane or onto the shoulder), outside junctions, once per excursion.
@@ -228,12 +239,13 @@ def aggregate(verdicts: list[Verdict]) -> dict[str, Any]:
         "km": km,
         "infractions": counts,
         "infractions_per_km": {k: (c / km if km > 0 else math.nan) for k, c in counts.items()},
-        "all_infractions_per_km": sum(counts.values()) / km if km > 0 else math.nan,
+        "all_infractions_per_km": sum(counts[k] for k in AGENT_INFRACTIONS) / km if km > 0 else math.nan,
         "ends": {e: sum(v.end == e for v in verdicts) for e in ENDS if any(v.end == e for v in verdicts)},
     }
 
 
 __all__ = [
+    "AGENT_INFRACTIONS",
     "ENDS",
     "INFRACTIONS",
     "PENALTIES",

@@ -17,6 +17,7 @@ SHORT = {
     "route_deviation": "route dev.",
     "agent_blocked": "blocked",
     "route_timeout": "timeout",
+    "navigator_collision": "nav. coll. (not charged)",
 }
 
 
