@@ -1,0 +1,70 @@
+"""The sweep: episodes repeat bit for bit, Ray gives the same rows as one process, the CLI's files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from harness.drive.suite import ORACLE, Task, ray_available, run_tasks
+
+
+def _routes(tmp_path: Path) -> list[str]:
+    files = []
+    for name, start in (("tiny_a", 0), ("tiny_b", 3)):
+        f = tmp_path / f"{name}.toml"
+        f.write_text(f'town = "Town02"\nstart = {start}\nlength_m = 35\ntraffic = 3\nseed = 5\n')
+        files.append(str(f))
+    return files
+
+
+def _strip(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Task], list[dict]]:
+    files = _routes(tmp_path_factory.mktemp("routes"))
+    tasks = [Task(i, ORACLE, f, latency_ms=lat) for i, (f, lat) in enumerate([(files[0], 0.0), (files[1], 120.0)])]
+    return tasks, run_tasks(tasks, workers=1, use_ray=False)
+
+
+def test_rows_in_task_order_and_latency_is_charged(tiny: tuple[list[Task], list[dict]]) -> None:
+    tasks, rows = tiny
+    assert [r["index"] for r in rows] == [0, 1] and [r["route"] for r in rows] == ["tiny_a", "tiny_b"]
+    a, b = rows
+    assert a["end"] == "completed" and a["route_completion"] == 100.0 and a["miou"] == 1.0
+    assert a["inferred_frames"] == a["frames"] and a["deadline_misses"] == 0
+    # 120 ms at 20 Hz: the model is busy for two more frames after each one it starts.
+    assert b["inferred_frames"] == math.ceil(b["frames"] / 3)
+    assert b["deadline_misses"] == b["frames"]
+
+
+def test_same_tasks_same_rows(tiny: tuple[list[Task], list[dict]]) -> None:
+    tasks, rows = tiny
+    assert _strip(run_tasks(tasks[::-1], workers=1, use_ray=False)) == _strip(rows)
+
+
+@pytest.mark.slow  # starting a local Ray takes 20-60 s on a loaded 2-core box
+@pytest.mark.skipif(not ray_available(), reason="Ray is not installed (pip install 'laneloop[ray]')")
+def test_ray_gives_the_rows_of_one_process(tiny: tuple[list[Task], list[dict]]) -> None:
+    tasks, rows = tiny
+    assert _strip(run_tasks(tasks, workers=2, use_ray=True)) == _strip(rows)
+
+
+def test_cli_writes_the_table_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.drive.__main__ import main
+
+    _routes(tmp_path)
+    out = tmp_path / "run"
+    argv = ["--model", ORACLE, "--routes", str(tmp_path), "--only", "tiny_a", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    doc = json.loads((out / "drive.json").read_text())
+    assert doc["models"]["oracle"]["driving_score"] == 100.0 and doc["latency_ms"] == {"oracle": 0.0}
+    assert (out / "episodes.csv").read_text().splitlines()[1].startswith("tiny_a,oracle,")
+    assert "| oracle | 0.0 | 100.0 | 100.0 |" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main(argv) == 1
+    assert "already holds a run" in capsys.readouterr().err
