@@ -9,6 +9,7 @@ to every task (`measure_latency`); `--latency-ms` states them instead.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import statistics
 import sys
@@ -133,11 +134,9 @@ def measure_latency(
 
 # ------------------------------------------------------------------------------ the sweep
 def ray_available() -> bool:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether Ray is installed, without importing it (importing Ray into a process that has
+    loaded the carla client library makes that process abort later)."""
+    return importlib.util.find_spec("ray") is not None
 
 
 def run_tasks(
