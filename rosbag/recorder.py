@@ -23,7 +23,6 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -135,7 +134,7 @@ class BagRecorder:
         optical = m.camera_frames(spec.name)[1]
         info = m.camera_info(ns, spec)
         w.write(f"{cam_ns}/rgb/image_rect_color", IMAGE, m.image(ns, optical, rgb), ns)
-        w.write(f"{cam_ns}/rgb/camera_info", CAMERA_INFO, info, ns)
+        w.write(f"{cam_ns}/rgb/camera_info", CAMERA_INFO, info, ns, same_but_stamp=spec)
         if labels is None:
             return
         w.write(f"{cam_ns}/semantic/image_raw", IMAGE, m.image(ns, optical, labels), ns)
@@ -143,7 +142,7 @@ class BagRecorder:
             from sim.depth import depth_image
 
             w.write(f"{cam_ns}/depth_registered/image_raw", IMAGE, m.image(ns, optical, depth_image(spec, labels)), ns)
-            w.write(f"{cam_ns}/depth_registered/camera_info", CAMERA_INFO, info, ns)
+            w.write(f"{cam_ns}/depth_registered/camera_info", CAMERA_INFO, info, ns, same_but_stamp=spec)
 
     def _finish(self) -> None:
         if self._writer is not None:
