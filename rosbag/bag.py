@@ -162,6 +162,10 @@ class BagWriter:
         self.first_ns = stamp_ns if self.first_ns is None else min(self.first_ns, stamp_ns)
         self.last_ns = stamp_ns if self.last_ns is None else max(self.last_ns, stamp_ns)
 
+    def add_metadata(self, name: str, data: dict[str, str]) -> None:
+        """An MCAP metadata record (string pairs): what ROS messages do not carry, e.g. the town."""
+        self._mcap.add_metadata(name, data)
+
     def metadata(self) -> dict[str, Any]:
         """metadata.yaml's content (rosbag2 bag information, version `METADATA_VERSION`)."""
         start = self.first_ns or 0

@@ -60,7 +60,7 @@ def export_dataset(src: Path, out: Path, overwrite: bool = False, episode: int |
             ep_end = float(r["sim_time"])
             ego = EgoState(x=r["x"], y=r["y"], z=r["z"] or 0.0, yaw=r["yaw"], speed=r["speed"] or 0.0)
             rgb, labels = read_rgb(src / r["rgb"]), read_labels(src / r["label"])
-            rec.record_frame(offset + ep_end - ep_start, ego, spec, rgb, labels)
+            rec.record_frame(offset + ep_end - ep_start, ego, spec, rgb, labels, r.get("town") or "")
             if bar is not None:
                 bar.update(1)
     except BaseException:

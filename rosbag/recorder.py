@@ -91,6 +91,7 @@ class BagRecorder:
         assert w is not None
         ns = m.sim_ns(obs.sim_time)
         if self._prev is None:
+            w.add_metadata("laneloop", {"town": obs.town, "weather": obs.weather})
             w.write("/tf_static", TF, m.static_transforms(ns, [c.spec for c in obs.cameras.values()]), ns, LATCHED_QOS)
         self._ego(w, ns, obs.ego)
         for i, cam in enumerate(obs.cameras.values()):
@@ -102,7 +103,13 @@ class BagRecorder:
         self.seconds += time.perf_counter() - t0
 
     def record_frame(
-        self, sim_time: float, ego: EgoState, spec: CameraSpec, rgb: np.ndarray, labels: np.ndarray | None
+        self,
+        sim_time: float,
+        ego: EgoState,
+        spec: CameraSpec,
+        rgb: np.ndarray,
+        labels: np.ndarray | None,
+        town: str = "",
     ) -> None:
         """One frame from stored data (a dataset row): one camera, no masks."""
         t0 = time.perf_counter()
@@ -112,6 +119,7 @@ class BagRecorder:
         assert w is not None
         ns = m.sim_ns(sim_time)
         if self._prev is None:
+            w.add_metadata("laneloop", {"town": town, "weather": ""})
             w.write("/tf_static", TF, m.static_transforms(ns, [spec]), ns, LATCHED_QOS)
         self._ego(w, ns, ego)
         self._camera(w, ns, 0, spec, rgb, labels)

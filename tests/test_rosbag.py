@@ -253,3 +253,46 @@ def _raw(bag: Path) -> dict[str, list[tuple[int, bytes]]]:
         for _, channel, message in make_reader(f).iter_messages():
             out.setdefault(channel.topic, []).append((message.log_time, message.data))
     return out
+
+
+def test_camera_mounting_is_recovered_from_the_bag(run_bag) -> None:
+    from rosbag.lanemap import camera_from_bag
+
+    bag, scenario = run_bag
+    topics = _read(bag)
+    spec = camera_from_bag(topics["/tf_static"][0][1], topics["/camera/rgb/camera_info"][0][1])
+    want = scenario.cameras[0]
+    assert spec.name == want.name and (spec.width, spec.height) == (want.width, want.height)
+    got = (spec.fov_deg, spec.x, spec.y, spec.z, spec.pitch_deg, spec.yaw_deg)
+    assert got == pytest.approx((want.fov_deg, want.x, want.y, want.z, want.pitch_deg, want.yaw_deg), abs=1e-9)
+
+
+def test_lane_map_of_true_masks_scores_high_and_a_shifted_pose_scores_low(run_bag, tmp_path: Path) -> None:
+    import json
+
+    from harness.lanemap import LaneMap, score
+    from rosbag.lanemap import build_maps
+    from rosbag.lanemap import main as lanemap_main
+    from sim.embedded.town import load_town
+
+    bag, scenario = run_bag
+    assert lanemap_main([str(bag), "--out", str(tmp_path / "lm")]) == 0  # the town comes from the bag
+    res = json.loads((tmp_path / "lm" / "lanemap.json").read_text())["models"]["truth"]
+    assert res["frames"] == FRAMES and res["precision"] > 0.95 and res["recall"] > 0.8
+    assert (tmp_path / "lm" / "lanemap_truth.png").stat().st_size > 0
+    geo = json.loads((tmp_path / "lm" / "lanemap_truth.geojson").read_text())
+    assert len(geo["features"][0]["geometry"]["coordinates"]) > 100
+    # The same masks placed 0.6 m to the side: few mapped cells are within 0.2 m of a marking.
+    maps, town = build_maps(bag)
+    good = maps["truth"]
+    shifted = LaneMap(good.grid, good.projector)
+    topics = _read(bag)
+    for (_, odom), (_, mask), (_, lab) in zip(
+        topics["/odom"], topics[mask_topic("truth")], topics["/camera/semantic/image_raw"], strict=True
+    ):
+        p = odom.pose.pose
+        yaw = 2 * math.atan2(p.orientation.z, p.orientation.w)
+        shifted.add(p.position.x - 0.6 * math.sin(yaw), p.position.y + 0.6 * math.cos(yaw), yaw,
+                    m.image_array(mask) > 0, m.image_array(lab))  # fmt: skip
+    truth = load_town(town).ground.data[..., 0] == ROAD_LINE
+    assert score(shifted, truth)["precision"] < 0.3 < res["precision"]
