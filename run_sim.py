@@ -303,8 +303,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = RESULTS_DIR / f"{stamp}_{scenario.name}_{args.drive}{'_rt' if args.realtime else ''}"
     created = not out.exists()
+    recorder = _recorder(args, out)
     prepare_out(out, args.overwrite)  # fail early, before minutes of compiling
-    recorder = _recorder(args)
     try:
         result = _loop(args, argv, scenario, out, recorder)
     except BaseException:
@@ -330,10 +330,12 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
-def _recorder(args: argparse.Namespace) -> Any:
+def _recorder(args: argparse.Namespace, out: Path) -> Any:
     """The --rosbag writer (checked before the models compile), or None."""
     if not args.rosbag:
         return None
+    if Path(args.rosbag).resolve() == out.resolve():
+        raise UsageError(f"--rosbag {args.rosbag} is the run folder (give the bag its own folder, e.g. {out}_bag)")
     try:
         import mcap_ros2  # noqa: F401
     except ImportError:

@@ -296,3 +296,21 @@ def test_lane_map_of_true_masks_scores_high_and_a_shifted_pose_scores_low(run_ba
                     m.image_array(mask) > 0, m.image_array(lab))  # fmt: skip
     truth = load_town(town).ground.data[..., 0] == ROAD_LINE
     assert score(shifted, truth)["precision"] < 0.3 < res["precision"]
+
+
+def test_run_sim_rosbag_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    torch = pytest.importorskip("torch")
+    import run_sim
+    from perception.checkpoint import CheckpointMeta, save_checkpoint
+    from perception.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("unet", base_width=4, depth=3)
+    ckpt = save_checkpoint(tmp_path / "tiny.pth", model, CheckpointMeta.for_model(model, command="test"))
+    fast = ["--model", str(ckpt), "--frames", "3", "--no-compile", "--threads", "1", "--no-progress", "--no-report"]
+    assert run_sim.main([*fast, "--out", str(tmp_path / "run"), "--rosbag", str(tmp_path / "bag")]) == 0
+    topics = _read(tmp_path / "bag")
+    assert len(topics[mask_topic("tiny")]) == 3 and len(topics[RGB]) == 3
+    capsys.readouterr()
+    assert run_sim.main([*fast, "--out", str(tmp_path / "run2"), "--rosbag", str(tmp_path / "run2")]) == 1
+    assert "is the run folder" in capsys.readouterr().err
