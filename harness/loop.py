@@ -109,7 +109,6 @@ class _StopRequest:
                 signal.signal(sig, old)
 
 
-
 class Loop:
     """Runs one configured loop; `run()` returns when the episode(s) end, are interrupted or quit."""
 
