@@ -214,7 +214,7 @@ class BagWriter:
         finally:
             self._fh.close()
         os.replace(self._tmp, self.out / self.file_name)
-        text = yaml.safe_dump(self.metadata(), sort_keys=False)
+        text = yaml.safe_dump(self.metadata(), sort_keys=False, width=1 << 20)  # no folded lines, as rosbag2
         atomic_write_bytes(self.out / "metadata.yaml", text.encode())
         for p in (self.out / "metadata.yaml", self.out / self.file_name):
             p.chmod(0o644)

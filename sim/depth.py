@@ -25,40 +25,46 @@ from sim.camera import optical_to_vehicle, pixel_rays
 from sim.types import CameraSpec
 
 GROUND_TAGS = (tags.ROAD, tags.SIDEWALK, tags.TERRAIN, tags.ROAD_LINE, tags.GROUND)
+_IS_GROUND = np.zeros(256, bool)
+_IS_GROUND[list(GROUND_TAGS)] = True
 
 
 @lru_cache(maxsize=8)
-def _rays(spec: CameraSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel: (depth of the ground hit, or inf above the horizon; horizontal length of the z=1 ray)."""
+def _rays(spec: CameraSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel: depth of the ray's ground hit (inf above the horizon), that hit's horizontal
+    range, 1 / the horizontal length of the pixel's z=1 ray, and whether the ray hits the ground."""
     vv, uu = np.mgrid[0 : spec.height, 0 : spec.width].astype(np.float64) + 0.5
     rays = pixel_rays(uu, vv, spec.width, spec.height, spec.focal)  # optical, z = 1
     rb = rays @ optical_to_vehicle(spec.pitch_deg, spec.yaw_deg).T  # vehicle frame, x fwd, z up
     down = rb[..., 2] < -1e-9
     ground = np.where(down, spec.z / np.where(down, -rb[..., 2], 1.0), np.inf)
     horiz = np.hypot(rb[..., 0], rb[..., 1])
-    ground.setflags(write=False)
-    horiz.setflags(write=False)
-    return ground, horiz
+    out = (
+        ground.astype(np.float32),
+        np.where(down, ground * horiz, 0.0).astype(np.float32),
+        (1.0 / horiz).astype(np.float32),
+        down,
+    )
+    for a in out:
+        a.setflags(write=False)
+    return out
 
 
 def depth_image(spec: CameraSpec, labels: np.ndarray) -> np.ndarray:
     """HxW float32 depth [m] of a frame of the embedded world (see the module doc)."""
-    ground_t, horiz = _rays(spec)
+    ground_t, ground_range, inv_horiz, down = _rays(spec)
     if labels.shape != ground_t.shape:
         raise ValueError(f"labels {labels.shape} do not match camera {spec.name!r} ({spec.height}x{spec.width})")
-    is_ground = np.isin(labels, GROUND_TAGS) & np.isfinite(ground_t)
+    is_ground = _IS_GROUND[labels] & down
     h = labels.shape[0]
     # Row of the nearest ground pixel at or below each pixel (-1: none): a running max from the bottom.
-    rows = np.where(is_ground, np.arange(h)[:, None], -1)
+    rows = np.where(is_ground, np.arange(h, dtype=np.int16)[:, None], np.int16(-1))
     below = np.maximum.accumulate(rows[::-1], axis=0)[::-1]
-    cols = np.broadcast_to(np.arange(labels.shape[1]), labels.shape)
-    has = below >= 0
-    base = np.where(has, below, 0)
-    base_range = ground_t[base, cols] * horiz[base, cols]  # horizontal distance of the object's foot
-    depth = np.where(has, base_range / horiz, np.nan)
+    foot = np.take_along_axis(ground_range, np.maximum(below, 0).astype(np.intp), axis=0)
+    depth = np.where(below >= 0, foot * inv_horiz, np.float32(np.nan))
     depth = np.where(is_ground, ground_t, depth)
-    depth = np.where(labels == tags.SKY, np.inf, depth)
-    return depth.astype(np.float32)
+    depth[labels == tags.SKY] = np.inf
+    return depth
 
 
 __all__ = ["GROUND_TAGS", "depth_image"]
