@@ -251,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="run folder (default results/<time>_<scenario>_<drive>)")
     g.add_argument("--overwrite", action="store_true", help="replace the outputs of an existing run folder")
     g.add_argument("--no-report", action="store_true", help="skip report.html at the end")
+    g.add_argument(
+        "--rosbag",
+        metavar="DIR",
+        help="also write the run as a ROS 2 bag (rosbag2 folder, MCAP): images, depth, labels, lane masks, "
+        "odometry, tf; with --drive model one bag per model in DIR/<model> (needs laneloop[ros], docs/rosbag.md)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
     return p
@@ -308,9 +314,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = RESULTS_DIR / f"{stamp}_{scenario.name}_{args.drive}{'_rt' if args.realtime else ''}"
     created = not out.exists()
+    recorder = _recorder(args, out)
     prepare_out(out, args.overwrite)  # fail early, before minutes of compiling
     try:
-        result = _loop(args, argv, scenario, out)
+        result = _loop(args, argv, scenario, out, recorder)
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no empty run folder behind
@@ -329,10 +336,27 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"interrupted ({result.summary['end']}): partial results in {where}", file=sys.stderr)
         return 130
     print(f"results in {where}")
+    if recorder is not None:
+        print(f"ROS 2 bag{'s' if len(recorder.bags) > 1 else ''}: {', '.join(map(str, recorder.bags))}")
     return 0
 
 
-def _loop(args: argparse.Namespace, argv: list[str] | None, scenario: Any, out: Path) -> Any:
+def _recorder(args: argparse.Namespace, out: Path) -> Any:
+    """The --rosbag writer (checked before the models compile), or None."""
+    if not args.rosbag:
+        return None
+    if Path(args.rosbag).resolve() == out.resolve():
+        raise UsageError(f"--rosbag {args.rosbag} is the run folder (give the bag its own folder, e.g. {out}_bag)")
+    try:
+        import mcap_ros2  # noqa: F401
+    except ImportError:
+        raise UsageError("--rosbag needs the mcap libraries (pip install 'laneloop[ros]')") from None
+    from rosbag.recorder import BagRecorder
+
+    return BagRecorder(args.rosbag, args.overwrite, depth=args.backend == "embedded", per_episode=args.drive == "model")
+
+
+def _loop(args: argparse.Namespace, argv: list[str] | None, scenario: Any, out: Path, recorder: Any = None) -> Any:
     """Load the models and run the loop (outputs in `out`)."""
     from harness.contracts import LoopConfig
     from harness.loop import run_loop
@@ -371,7 +395,7 @@ def _loop(args: argparse.Namespace, argv: list[str] | None, scenario: Any, out: 
         progress=not args.no_progress,
         command=command,
     )
-    return run_loop(config, models, BinaryConfusion, view=view)
+    return run_loop(config, models, BinaryConfusion, view=view, recorder=recorder)
 
 
 if __name__ == "__main__":

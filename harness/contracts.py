@@ -119,6 +119,7 @@ class LoopTimes:
     control_s: float = 0.0
     log_s: float = 0.0
     view_s: float = 0.0
+    record_s: float = 0.0  # --rosbag: converting and writing the frame's messages
     other_s: float = 0.0
     wall_s: float = 0.0
     ticks: int = 0

@@ -109,7 +109,6 @@ class _StopRequest:
                 signal.signal(sig, old)
 
 
-
 class Loop:
     """Runs one configured loop; `run()` returns when the episode(s) end, are interrupted or quit."""
 
@@ -120,6 +119,7 @@ class Loop:
         scorer_factory: Callable[[], Scorer],
         backend_factory: Callable[..., Backend] = make_backend,
         view: Any | None = None,
+        recorder: Any | None = None,
     ) -> None:
         if not models:
             raise LoopError("no models to run (pass at least one --model)")
@@ -137,6 +137,7 @@ class Loop:
         self.scorer_factory = scorer_factory
         self.backend_factory = backend_factory
         self.view = view
+        self.recorder = recorder  # rosbag.recorder.BagRecorder (duck-typed): episode(name), record(obs, masks), close()
         self.times = LoopTimes()
         self.tracks: dict[str, ModelTrack] = {}
         self.strip = FrameStrip(config.strip_size)
@@ -190,6 +191,8 @@ class Loop:
                     backend.close()
                 if self.view is not None and hasattr(self.view, "close"):
                     self.view.close()
+                if self.recorder is not None:
+                    self.recorder.close()
                 if keep:
                     strip = self._save_strip(out)
                     summary = self.summary(end, strip, frame_log.rows)
@@ -223,6 +226,8 @@ class Loop:
         obs = backend.reset(cfg.scenario, seed=cfg.seed_value)
         self.times.reset_s += time.perf_counter() - t
         tracks = [self._new_track(slot, obs) for slot in self.models]
+        if self.recorder is not None:
+            self.recorder.episode("")
         self._progress(planned_frames(self.config))
         dt = cfg.scenario.dt
         frame = 0
@@ -242,6 +247,7 @@ class Loop:
                     self._log(frame_log, row)
                     views.append(vm)
                 self._offer_strip(obs, truth, tracks, frame)
+                self._record(obs, tracks)
                 if not self._tick(obs, truth, views, frame, active=None, guide=None):
                     return self.stop.reason or "quit"
                 frame += 1
@@ -264,6 +270,8 @@ class Loop:
         obs = backend.reset(cfg.scenario, seed=cfg.seed_value)
         self.times.reset_s += time.perf_counter() - t
         tr = self._new_track(slot, obs)
+        if self.recorder is not None:
+            self.recorder.episode(slot.name)
         if self._bar is None:
             planned = planned_frames(self.config)
             self._progress(planned * len(self.models) if planned is not None else None)
@@ -295,6 +303,7 @@ class Loop:
             row.lane_departure = tr.meter.update(obs.ego)
             self._log(frame_log, row)
             self._offer_strip(obs, truth, [tr], frame, group=slot.name)
+            self._record(obs, [tr])
             guide = self._guide(ctl) if self.view is not None else None
             if not self._tick(obs, truth, [vm], frame, active=active, guide=guide):
                 tr.end_reason = self.stop.reason or "quit"
@@ -398,6 +407,14 @@ class Loop:
         frame_log.append(row)
         self.times.log_s += time.perf_counter() - t
 
+    def _record(self, obs: Observation, tracks: list[ModelTrack]) -> None:
+        """Hand the frame and the models' masks to the recorder (--rosbag), if any."""
+        if self.recorder is None:
+            return
+        t = time.perf_counter()
+        self.recorder.record(obs, {tr.slot.name: tr.mask for tr in tracks})
+        self.times.record_s += time.perf_counter() - t
+
     def _offer_strip(
         self, obs: Observation, truth: np.ndarray, tracks: list[ModelTrack], frame: int, group: str = ""
     ) -> None:
@@ -486,9 +503,10 @@ def run_loop(
     scorer_factory: Callable[[], Scorer],
     backend_factory: Callable[..., Backend] = make_backend,
     view: Any | None = None,
+    recorder: Any | None = None,
 ) -> RunResult:
     """Run the closed loop once (see the module doc); outputs go to ``config.out``."""
-    return Loop(config, models, scorer_factory, backend_factory, view).run()
+    return Loop(config, models, scorer_factory, backend_factory, view, recorder).run()
 
 
 __all__ = ["Loop", "run_loop"]

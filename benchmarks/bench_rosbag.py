@@ -1,0 +1,102 @@
+"""What --rosbag costs the closed loop, and what a bag weighs.
+
+    python benchmarks/bench_rosbag.py                      # 4 rounds x 150 frames, ground-truth "model"
+    python benchmarks/bench_rosbag.py --model models/unet_qat.pth --threads 1
+
+One process, rounds interleaved (without, with, without, with, ...) on the same scenario and
+seed, so both arms see the same frames and the same machine load. Per arm: loop frames/s
+(ticks over wall time, episode start left out), the recorder's own time per frame
+(converting and writing every message: RGB, labels, depth, camera info, masks, odometry,
+tf), and the bag's size per frame. The default "model" is the ground-truth mask (no
+inference), so the loop is as fast as it gets and the overhead is the largest share it can be;
+`--model` puts a real one in. The extrapolation to a 1,200-frame export is frames x the
+recorder's time per frame (plus simulating the frames again, for a finished run).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+
+
+def _arm(scenario, frames: int, slots, predictor, out: Path, bag: Path | None) -> dict:
+    from harness.contracts import LoopConfig
+    from harness.loop import run_loop
+    from harness.oracle import truth_backend
+    from perception.metrics import BinaryConfusion
+    from rosbag.recorder import BagRecorder
+    from sim.backend import make_backend
+
+    shutil.rmtree(out, ignore_errors=True)
+    rec = BagRecorder(bag, overwrite=True) if bag is not None else None
+    cfg = LoopConfig(scenario=scenario, out=out, frames=frames, strip_size=0)
+    factory = truth_backend(predictor) if predictor is not None else make_backend
+    result = run_loop(cfg, slots, BinaryConfusion, backend_factory=factory, recorder=rec)
+    t = result.times
+    row = {"fps": t.ticks / (t.wall_s - t.reset_s), "record_ms": 1000 * t.record_s / t.ticks}
+    if bag is not None:
+        row["bag_kb_per_frame"] = sum(f.stat().st_size for f in bag.iterdir()) / 1024 / t.ticks
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=150, help="frames per round (default 150)")
+    p.add_argument("--rounds", type=int, default=4, help="rounds per arm (default 4)")
+    p.add_argument("--scenario", default="town03_clear")
+    p.add_argument("--model", help="a checkpoint instead of the ground-truth mask")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+
+    from harness.contracts import ModelSlot
+    from harness.oracle import GroundTruthMaskPredictor
+    from perception.cpu import describe
+    from scenarios import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    predictor = None
+    if args.model:
+        import run_sim
+
+        cam = scenario.cameras[0]
+        slots = run_sim.load_models([args.model], (cam.height, cam.width), "torch", args.threads)
+    else:
+        predictor = GroundTruthMaskPredictor("truth")
+        slots = [ModelSlot(predictor.name, predictor)]
+    tmp = Path(tempfile.mkdtemp(prefix="bench_rosbag_"))
+    arms: dict[str, list[dict]] = {"without": [], "with": []}
+    try:
+        for _ in range(args.rounds):
+            arms["without"].append(_arm(scenario, args.frames, slots, predictor, tmp / "run", None))
+            arms["with"].append(_arm(scenario, args.frames, slots, predictor, tmp / "run", tmp / "bag"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = {arm: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for arm, rows in arms.items()}
+    rec_ms = med["with"]["record_ms"]
+    summary = {
+        "cpu": describe(),
+        "model": args.model or "ground-truth mask (no inference)",
+        "frames_x_rounds": [args.frames, args.rounds],
+        "fps_without": med["without"]["fps"],
+        "fps_with": med["with"]["fps"],
+        "fps_ratio": med["with"]["fps"] / med["without"]["fps"],
+        "wall_ms_per_frame_added": 1000 / med["with"]["fps"] - 1000 / med["without"]["fps"],
+        "recorder_ms_per_frame": rec_ms,
+        "bag_kb_per_frame": med["with"]["bag_kb_per_frame"],
+        "export_1200_frames_s_recorder_only": 1200 * rec_ms / 1000,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""`python -m rosbag.export SRC --out BAG`: a recorded dataset or a finished run as a ROS 2 bag.
+
+- a dataset folder (`manifest.json`, from `collect/record.py`): every frame's RGB, labels,
+  depth (embedded world), pose as odometry and tf. Episodes follow each other in one bag,
+  each shifted to start `EPISODE_GAP_S` after the previous one ended (stamps stay monotonic;
+  odometry jumps to the next episode's start); `--episode N` exports one.
+- a run folder (`summary.json`, from `run_sim.py`): frames are not stored, but an embedded
+  autopilot run is a pure function of its command and seed, so the world is simulated again,
+  frame for frame (`--masks` also re-runs the run's models for their lane masks). A
+  `--drive model` run's frames depend on its masks: write it live with `run_sim.py --rosbag`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from plumbing import progress_bar, run_cli
+
+EPISODE_GAP_S = 1.0
+
+
+class ExportError(ValueError):
+    """A source that cannot be exported (the message says why and what to do)."""
+
+
+def export_dataset(src: Path, out: Path, overwrite: bool = False, episode: int | None = None, progress: bool = False):
+    """A recorded dataset folder as one bag; returns the BagRecorder (its `bags`, `frames`, `seconds`)."""
+    from dataset.format import DatasetError, read_index, read_labels, read_manifest, read_rgb
+    from rosbag.recorder import BagRecorder
+    from sim.types import CameraSpec, EgoState
+
+    try:
+        manifest = read_manifest(src)
+        rows = read_index(src)
+    except DatasetError as e:
+        raise ExportError(str(e)) from None
+    if episode is not None:
+        rows = [r for r in rows if r["episode"] == episode]
+        if not rows:
+            raise ExportError(f"{src} has no frames of episode {episode} (see its manifest.json for the episodes)")
+    if not rows:
+        raise ExportError(f"{src} has no frames to export")
+    if any(r.get("x") is None or r.get("sim_time") is None for r in rows):
+        raise ExportError(f"{src} has frames without a pose or time (an imported real dataset?): nothing to replay")
+    spec = CameraSpec(**manifest.camera)
+    rows.sort(key=lambda r: (r["episode"], r["frame"]))
+    rec = BagRecorder(out, overwrite, depth=manifest.backend == "embedded")
+    bar = progress_bar(len(rows), "export", enabled=progress)
+    offset, last_ep, ep_start, ep_end = 0.0, None, 0.0, 0.0
+    try:
+        for r in rows:
+            if r["episode"] != last_ep:
+                if last_ep is not None:
+                    offset += ep_end - ep_start + EPISODE_GAP_S
+                last_ep, ep_start = r["episode"], float(r["sim_time"])
+            ep_end = float(r["sim_time"])
+            ego = EgoState(x=r["x"], y=r["y"], z=r["z"] or 0.0, yaw=r["yaw"], speed=r["speed"] or 0.0)
+            rgb, labels = read_rgb(src / r["rgb"]), read_labels(src / r["label"])
+            rec.record_frame(offset + ep_end - ep_start, ego, spec, rgb, labels, r.get("town") or "")
+            if bar is not None:
+                bar.update(1)
+    except BaseException:
+        rec.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    rec.close()
+    return rec
+
+
+def export_run(src: Path, out: Path, overwrite: bool = False, masks: bool = False, progress: bool = False):
+    """An embedded autopilot run, simulated again from its command and seed, as one bag."""
+    summary = json.loads((src / "summary.json").read_text())
+    if summary.get("backend") != "embedded" or summary.get("drive") != "autopilot":
+        raise ExportError(
+            f"{src} is a {summary.get('backend')} --drive {summary.get('drive')} run: only embedded autopilot runs "
+            "can be simulated again (write other runs live: run_sim.py ... --rosbag DIR)"
+        )
+    import run_sim
+    from rosbag.recorder import BagRecorder
+    from sim.backend import make_backend
+
+    argv = shlex.split(summary["command"])[2:]  # drop "python run_sim.py"
+    args = run_sim.build_parser().parse_args(argv)
+    scenario = run_sim.build_scenario(args)
+    models = summary.get("models") or []
+    frames = summary["rows"] // max(len(models), 1)
+    slots = []
+    if masks:
+        cam = scenario.cameras[0]
+        slots = run_sim.load_models(
+            [m["path"] for m in models], (cam.height, cam.width), args.runtime, args.threads, not args.no_compile
+        )
+    rec = BagRecorder(out, overwrite, depth=True)
+    bar = progress_bar(frames, "export", enabled=progress)
+    try:
+        with make_backend("embedded") as backend:
+            obs = backend.reset(scenario, seed=summary["seed"])
+            for k in range(frames):
+                if k:
+                    obs = backend.step(None)
+                preds = {s.name: s.predictor.predict_timed(obs.camera.rgb)[0] for s in slots}
+                rec.record(obs, preds)
+                if bar is not None:
+                    bar.update(1)
+    except BaseException:
+        rec.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    rec.close()
+    return rec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m rosbag.export",
+        description="Write a recorded dataset or a finished run as a ROS 2 bag (rosbag2 folder, MCAP).",
+        epilog=(
+            "examples:\n"
+            "  python -m rosbag.export data/town03 --out bags/town03\n"
+            "  python -m rosbag.export data/town03 --episode 2 --out bags/town03_e2\n"
+            "  python -m rosbag.export results/<run> --masks --out bags/run\n"
+            "Topics, frames and how to play the bag: docs/rosbag.md"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("src", help="dataset folder (manifest.json) or run folder (summary.json)")
+    p.add_argument("--out", required=True, help="bag folder to write (metadata.yaml + .mcap)")
+    p.add_argument("--episode", type=int, help="dataset: export only this episode")
+    p.add_argument("--masks", action="store_true", help="run: re-run the run's models for their lane masks")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bag folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="tracebacks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        try:
+            import mcap_ros2  # noqa: F401
+        except ImportError:
+            raise ExportError("the mcap libraries are missing (pip install 'laneloop[ros]')") from None
+        src, out = Path(args.src), Path(args.out)
+        progress = not args.no_progress
+        if (src / "manifest.json").exists():
+            rec = export_dataset(src, out, args.overwrite, args.episode, progress)
+        elif (src / "summary.json").exists():
+            rec = export_run(src, out, args.overwrite, args.masks, progress)
+        else:
+            raise ExportError(f"{src} is neither a dataset (manifest.json) nor a run folder (summary.json)")
+        size = sum(f.stat().st_size for b in rec.bags for f in b.iterdir())
+        print(f"{rec.frames} frames in {rec.seconds:.1f} s, {size / 1e6:.1f} MB: {out}")
+        return 0
+
+    from rosbag.bag import BagError
+
+    return run_cli(body, expected=(ExportError, BagError, OSError), debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
