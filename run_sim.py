@@ -108,7 +108,7 @@ def load_models(
 ) -> list[Any]:
     """Predictors for the model files, checked against the lane task, warmed up (compiled)."""
     from harness.contracts import ModelSlot
-    from perception.checkpoint import ROADLINE_TAG, CheckpointError
+    from perception.checkpoint import IncompatibleCheckpointError, check_compatible
     from perception.predictor import load_predictor
 
     paths = [resolve_model(s) for s in specs]
@@ -117,12 +117,10 @@ def load_models(
     for name, path in zip(names, paths, strict=True):
         kw = {} if compile or runtime not in ("torch", "auto") else {"compile": False}
         predictor = load_predictor(path, runtime=runtime, threads=threads, **kw)
-        task = predictor.meta.task
-        if task["kind"] == "binary" and list(task["tags"]) != [ROADLINE_TAG]:
-            raise CheckpointError(
-                f"{path} predicts tags {task['tags']}, not lane markings (RoadLine, {ROADLINE_TAG}) "
-                "(use a lane-marking checkpoint)"
-            )
+        try:
+            check_compatible(predictor.meta, lanes=True)
+        except IncompatibleCheckpointError as exc:
+            raise IncompatibleCheckpointError(f"{path}: {exc}") from None
         if tuple(predictor.input_size) != tuple(camera_hw):
             h, w = predictor.input_size
             log.warning(
@@ -148,7 +146,7 @@ def load_models(
             "runtime": getattr(predictor, "runtime", runtime),
             "threads": getattr(predictor, "threads", threads),
             "input_size": list(predictor.input_size),
-            "bits": meta.quant.get("bits"),
+            "bits": meta.quant.bits,
             "description": getattr(predictor, "description", ""),
             "warmup_s": time.perf_counter() - t0,
             "checkpoint_metrics": dict(meta.metrics),

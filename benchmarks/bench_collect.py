@@ -22,8 +22,9 @@ import tempfile
 import time
 from dataclasses import replace
 
-from collect.format import atomic_write_bytes, encode_label_png, encode_rgb_png, tag_histogram, write_index
 from collect.record import episode_scenario, plan_recording, record
+from dataset.format import encode_label_png, encode_rgb_png, tag_histogram, write_index
+from plumbing import atomic_write_bytes
 from scenarios import Scenario
 from sim.backend import make_backend
 

@@ -13,8 +13,9 @@ runtime alike. Without ``--ptq`` a PTQ model is made on the fly (calibrated on `
 With ``--data``, lane IoU on the test split (at the checkpoint's input size) and mask
 agreement with float are reported too.
 
-Targets (issue 6): int8 >= 3.0x faster than float eager and >= 1.8x faster than the
-fastest float runtime; int8 file >= 3.5x smaller; PTQ within 1.0 IoU point of float,
+Targets (issues 6, 15): the best int8 runtime on this CPU (the fastest int8 row: torch
+PTQ/QAT, ONNX Runtime or OpenVINO) >= 3.0x faster than float eager and >= 1.8x faster than
+the fastest float runtime; int8 file >= 3.5x smaller; PTQ within 1.0 IoU point of float,
 QAT within 0.3.
 """
 
@@ -151,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         for v in lat.values():
             v["vs_eager"] = lat["float eager"]["median"] / v["median"]
             v["vs_fastest_float"] = lat[fastest]["median"] / v["median"]
-        results["sizes"][f"{size[0]}x{size[1]}"] = {"latency": lat, "fastest_float": fastest}
+        int8s = {k: v["median"] for k, v in lat.items() if k.startswith("int8")}
+        best = min(int8s, key=int8s.get) if int8s else None  # what --runtime auto would pick among int8 files
+        results["sizes"][f"{size[0]}x{size[1]}"] = {"latency": lat, "fastest_float": fastest, "best_int8": best}
         for k, v in lat.items():
             print(f"  {k:15s} {v['median']:7.1f} ms (p90 {v['p90']:.1f})  x{v['vs_eager']:.2f} vs eager")
         if not args.no_onnx and "float ORT .onnx" not in files:
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     results["files"] = {k: {"mb": size_mb(v), "smaller_than_float": float_mb / size_mb(v)} for k, v in files.items()}
 
     if args.test_data is not None:
-        from collect.dataset import LaneDataset
+        from dataset.reader import LaneDataset
 
         ds = LaneDataset(args.test_data, split="test")
         base = load_predictor(args.model, threads=args.threads, compile=False)
@@ -201,11 +204,18 @@ def write_report(args: argparse.Namespace, results: dict[str, Any]) -> None:
             )
         for k in ("int8 PTQ", "int8 QAT"):
             if k in lat:
-                ok = lat[k]["vs_eager"] >= 3.0 and lat[k]["vs_fastest_float"] >= 1.8
                 lines.append(
-                    f"\n{k}: {lat[k]['vs_eager']:.2f}x vs eager (target 3.0x), {lat[k]['vs_fastest_float']:.2f}x vs "
-                    f"fastest float (target 1.8x): **{'PASS' if ok else 'FAIL'}**"
+                    f"\n{k} (torch): {lat[k]['vs_eager']:.2f}x vs eager, {lat[k]['vs_fastest_float']:.2f}x vs "
+                    "fastest float"
                 )
+        best = res.get("best_int8")
+        if best:
+            v = lat[best]
+            ok = v["vs_eager"] >= 3.0 and v["vs_fastest_float"] >= 1.8
+            lines.append(
+                f"\n**best int8 runtime: {best}**, {v['vs_eager']:.2f}x vs eager (target 3.0x), "
+                f"{v['vs_fastest_float']:.2f}x vs fastest float (target 1.8x): **{'PASS' if ok else 'FAIL'}**"
+            )
         lines.append("")
     lines += ["## Files", "", "| file | MB | smaller than float .pth |", "|---|---:|---:|"]
     for k, v in results["files"].items():

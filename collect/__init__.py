@@ -1,5 +1,5 @@
-"""Data collection: record labelled frames from a simulator into a dataset folder, read it back.
+"""The dataset producers: record labelled frames from a simulator (`record`), import real
+datasets (`importers`). The format they write, and its reader and validator, live in `dataset/`.
 
-Recording (`record`, `writer`, `format`, `validate`) never imports torch, so it starts fast;
-only the reader (`collect.dataset`) does.
+Nothing here imports torch, so a recording starts fast.
 """

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from collect.format import (
+from dataset.format import (
     SPLITS,
     STATUS_COMPLETE,
     DatasetError,
@@ -33,11 +33,11 @@ from collect.format import (
     read_index,
     read_manifest,
 )
-from collect.writer import DatasetWriter, WriterError, WriterTimes, check_new_root, split_counts, tag_totals
+from dataset.stats import summarize
+from dataset.writer import DatasetWriter, WriterError, WriterTimes, check_new_root
 from plumbing import fail, interrupt_on_signals, progress_bar
 from scenarios import Scenario, ScenarioError, load_scenario
 from sim.backend import BACKENDS, BackendError, make_backend
-from sim.tags import NAMES, ROAD_LINE
 from sim.types import PRESET_NAMES, CameraSpec, Weather
 
 log = logging.getLogger("collect.record")
@@ -302,28 +302,6 @@ def record(
     result.writer = writer.times
     result.seconds = time.perf_counter() - t_start
     return result
-
-
-def summarize(rows: list[dict[str, Any]], top: int = 8) -> str:
-    """Frames per split, class pixel shares, RoadLine share, frames without lane marking."""
-    counts = split_counts(rows)
-    episodes: dict[str, set[int]] = {s: set() for s in counts}
-    for r in rows:
-        episodes.setdefault(r["split"], set()).add(r["episode"])
-    lines = [f"{'split':<6} {'frames':>7} {'episodes':>9}"]
-    for s, n in counts.items():
-        lines.append(f"{s:<6} {n:>7} {len(episodes[s]):>9}")
-    totals = tag_totals(rows)
-    pixels = int(totals.sum())
-    if pixels:
-        order = np.argsort(totals)[::-1][:top]
-        shares = ", ".join(f"{NAMES[int(i)]} {100 * totals[i] / pixels:.1f}%" for i in order if totals[i])
-        lines.append(f"class pixel shares: {shares}")
-        lines.append(f"RoadLine share: {100 * totals[ROAD_LINE] / pixels:.2f}% of pixels")
-    no_lane = sum(1 for r in rows if r["lane_pixels"] == 0)
-    share = 100 * no_lane / len(rows) if rows else 0.0
-    lines.append(f"frames without any lane marking: {no_lane} of {len(rows)} ({share:.1f}%)")
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- CLI

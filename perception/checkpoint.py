@@ -11,8 +11,10 @@ The metadata (`CheckpointMeta`) says how to rebuild the model (arch + arch_kwarg
 it predicts (task), what it expects (input size, normalisation), how it was quantized,
 what data trained it, its metrics at save time and the command that produced it.
 
-Quantized checkpoints (``quant["scheme"]`` "ptq" or "qat") use the same file format; they
-are rebuilt by the predictor, not by `build_from_checkpoint`, which loads float models.
+`task`, `normalisation` and `quant` are typed (`perception.metadata`); the file stores
+them as the plain dicts it always has. Quantized checkpoints (``quant.scheme`` "ptq" or
+"qat") use the same file format; they are rebuilt by the predictor, not by
+`build_from_checkpoint`, which loads float models.
 """
 
 from __future__ import annotations
@@ -30,18 +32,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from perception.metadata import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    QUANT_SCHEMES,
+    ROADLINE_TAG,
+    TASK_KINDS,
+    Normalisation,
+    Quantization,
+    Task,
+    binary_task,
+    float_quant,
+    multiclass_task,
+)
 from perception.models import build_model
 from plumbing import atomic_output
 
 FORMAT_NAME = "laneloop-checkpoint"
 FORMAT_VERSION = 1
-
-#: CARLA semantic tag of lane markings (RoadLine): the default binary task.
-ROADLINE_TAG = 24
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
-QUANT_SCHEMES = ("float", "ptq", "qat")
-TASK_KINDS = ("binary", "multiclass")
 
 
 class CheckpointError(Exception):
@@ -50,21 +58,6 @@ class CheckpointError(Exception):
 
 class IncompatibleCheckpointError(CheckpointError):
     """A valid checkpoint that does not fit the task or input size it is asked to serve."""
-
-
-def binary_task(tags: list[int] | tuple[int, ...] = (ROADLINE_TAG,)) -> dict[str, Any]:
-    """Task dict of a one-logit model: positive = any of `tags` (default lane markings)."""
-    return {"kind": "binary", "tags": [int(t) for t in tags]}
-
-
-def multiclass_task(tags: list[int] | tuple[int, ...]) -> dict[str, Any]:
-    """Task dict of a len(tags)-logit model: class index i is CARLA tag ``tags[i]``."""
-    return {"kind": "multiclass", "tags": [int(t) for t in tags]}
-
-
-def float_quant() -> dict[str, Any]:
-    """Quant dict of an unquantized model."""
-    return {"scheme": "float", "bits": 32, "backend": None, "extra": {}}
 
 
 def _now_iso() -> str:
@@ -78,33 +71,43 @@ class CheckpointMeta:
     Fields:
         arch: registry name (`perception.models.available_archs`).
         arch_kwargs: constructor arguments, ``build_model(arch, **arch_kwargs)``.
-        task: ``{"kind": "binary", "tags": [24]}`` (one logit, positive = any listed tag)
-            or ``{"kind": "multiclass", "tags": [...]}`` (class i is tag ``tags[i]``).
+        task: `Task` (stored ``{"kind": "binary", "tags": [24]}``): one logit, positive =
+            any listed tag, or multi-class where class i is tag ``tags[i]``.
         input_size: (H, W) the model was trained at [px].
-        normalisation: ``{"mean": [r, g, b], "std": [r, g, b]}`` applied to RGB in [0, 1].
-        quant: ``{"scheme": "float"|"ptq"|"qat", "bits": int, "backend": str|None,
-            "extra": {...}}``; scheme-specific details (observers, per-channel, the float
-            parent checkpoint, ...) go in ``extra``.
+        normalisation: `Normalisation` (stored ``{"mean": [r, g, b], "std": [r, g, b]}``)
+            applied to RGB in [0, 1].
+        quant: `Quantization` (stored ``{"scheme": "float"|"ptq"|"qat", "bits": int,
+            "backend": str|None, "extra": {...}}``); scheme-specific details (observers,
+            per-channel, the float parent checkpoint, ...) go in ``extra``.
         data: identity of the training data (dataset paths, manifest fingerprints, splits).
         metrics: metrics at save time (e.g. ``{"val_iou": 0.71}``).
         command: the command line that produced the file.
         created: ISO 8601 UTC time of creation.
         format_version: file format version (set on save).
+
+    `task`, `normalisation` and `quant` may be given in their stored dict form: they are
+    parsed (and checked) on construction, so the fields are always the typed objects.
     """
 
     arch: str
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
-    task: dict[str, Any] = field(default_factory=binary_task)
+    task: Task = field(default_factory=binary_task)
     input_size: tuple[int, int] = (160, 320)
-    normalisation: dict[str, list[float]] = field(
-        default_factory=lambda: {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    )
-    quant: dict[str, Any] = field(default_factory=float_quant)
+    normalisation: Normalisation = field(default_factory=Normalisation)
+    quant: Quantization = field(default_factory=float_quant)
     data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     command: str = ""
     created: str = field(default_factory=_now_iso)
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        for name, kind in _TYPED_FIELDS.items():
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                setattr(self, name, kind.from_dict(value))
+        if isinstance(self.input_size, list):
+            self.input_size = tuple(self.input_size)
 
     @classmethod
     def for_model(cls, model: nn.Module, **fields: Any) -> CheckpointMeta:
@@ -121,62 +124,43 @@ class CheckpointMeta:
     @property
     def num_classes(self) -> int:
         """Number of output channels the task implies (1 for binary)."""
-        return 1 if self.task["kind"] == "binary" else len(self.task["tags"])
+        return self.task.num_classes
 
     def validate(self) -> None:
-        """Raise ValueError when a field is malformed or the fields contradict each other."""
+        """Raise ValueError when a field is malformed or the fields contradict each other.
+
+        `Task`, `Normalisation` and `Quantization` check their own values when made; this
+        checks the rest and that the parts agree.
+        """
         if not isinstance(self.arch, str) or not self.arch:
             raise ValueError("arch must be a non-empty string")
-        for name in ("arch_kwargs", "task", "normalisation", "quant", "data", "metrics"):
+        for name in ("arch_kwargs", "data", "metrics"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict")
-        task = self.task
-        if set(task) != {"kind", "tags"}:
-            raise ValueError(f"task must have exactly the keys kind, tags; got {sorted(task)}")
-        if task["kind"] not in TASK_KINDS:
-            raise ValueError(f"task kind must be one of {list(TASK_KINDS)}, got {task['kind']!r}")
-        tags = task["tags"]
-        if not isinstance(tags, (list, tuple)) or not tags or not all(_is_int(t) for t in tags):
-            raise ValueError(f"task tags must be a non-empty list of ints, got {tags!r}")
-        if len(set(tags)) != len(tags):
-            raise ValueError(f"task tags must be distinct, got {list(tags)}")
+        for name, kind in _TYPED_FIELDS.items():
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name} must be a {kind.__name__} (or its dict form)")
         declared = self.arch_kwargs.get("num_classes", 1)
         if declared != self.num_classes:
             raise ValueError(
-                f"arch_kwargs num_classes={declared} but a {task['kind']} task with tags "
-                f"{list(tags)} needs {self.num_classes} output channel(s)"
+                f"arch_kwargs num_classes={declared} but a {self.task.kind} task with tags "
+                f"{list(self.task.tags)} needs {self.num_classes} output channel(s)"
             )
         size = self.input_size
         if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size):
             raise ValueError(f"input_size must be (H, W) positive ints, got {size!r}")
-        norm = self.normalisation
-        if set(norm) != {"mean", "std"} or not all(
-            isinstance(norm[k], (list, tuple)) and len(norm[k]) == 3 for k in ("mean", "std")
-        ):
-            raise ValueError("normalisation must be {'mean': [r, g, b], 'std': [r, g, b]}")
-        if not all(float(s) > 0 for s in norm["std"]):
-            raise ValueError(f"normalisation std must be > 0, got {norm['std']}")
-        quant = self.quant
-        if set(quant) != {"scheme", "bits", "backend", "extra"}:
-            raise ValueError(
-                "quant must have exactly the keys scheme, bits, backend, extra "
-                f"(put anything else in extra); got {sorted(quant)}"
-            )
-        if quant["scheme"] not in QUANT_SCHEMES:
-            raise ValueError(f"quant scheme must be one of {list(QUANT_SCHEMES)}, got {quant['scheme']!r}")
-        if not _is_int(quant["bits"]) or quant["bits"] <= 0:
-            raise ValueError(f"quant bits must be a positive int, got {quant['bits']!r}")
-        if quant["backend"] is not None and not isinstance(quant["backend"], str):
-            raise ValueError("quant backend must be a string or None")
-        if not isinstance(quant["extra"], dict):
-            raise ValueError("quant extra must be a dict")
         if not isinstance(self.command, str) or not isinstance(self.created, str):
             raise ValueError("command and created must be strings")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data dict (tuples become lists, numpy scalars become Python numbers)."""
+        """Plain-data dict (tuples become lists, numpy scalars become Python numbers); the
+        typed parts in their stored dict form, keys in field order."""
         self.validate()
-        return _plain(dataclasses.asdict(self), "meta")
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if f.name in _TYPED_FIELDS else value
+        return _plain(out, "meta")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CheckpointMeta:
@@ -187,12 +171,17 @@ class CheckpointMeta:
             raise ValueError(f"unknown metadata keys {sorted(unknown)}")
         if "arch" not in data:
             raise ValueError("metadata has no 'arch'")
-        values = dict(data)
-        if "input_size" in values and isinstance(values["input_size"], (list, tuple)):
-            values["input_size"] = tuple(values["input_size"])
-        meta = cls(**values)
+        meta = cls(**dict(data))
         meta.validate()
         return meta
+
+
+#: CheckpointMeta fields held as typed objects (stored as dicts).
+_TYPED_FIELDS: dict[str, type[Task] | type[Normalisation] | type[Quantization]] = {
+    "task": Task,
+    "normalisation": Normalisation,
+    "quant": Quantization,
+}
 
 
 def _is_int(v: Any) -> bool:
@@ -330,10 +319,20 @@ def build_from_checkpoint(
     Quantized checkpoints (ptq/qat) raise CheckpointError: the predictor loads those.
     """
     state_dict, meta = load_checkpoint(path, map_location)
-    scheme = meta.quant["scheme"]
-    if scheme != "float":
+    return model_from_state(state_dict, meta, path), meta
+
+
+def model_from_state(
+    state_dict: Mapping[str, torch.Tensor], meta: CheckpointMeta, path: str | os.PathLike[str]
+) -> nn.Module:
+    """The float model `meta` describes holding `state_dict` (strict), in eval mode: the
+    second half of `build_from_checkpoint`, for a caller that has read the file already.
+
+    `path` only names the file in errors.
+    """
+    if not meta.quant.is_float:
         raise CheckpointError(
-            f"{path} is a {scheme} ({meta.quant['bits']}-bit) checkpoint; load it with the "
+            f"{path} is a {meta.quant.scheme} ({meta.quant.bits}-bit) checkpoint; load it with the "
             "quantized predictor (perception.predictor), not build_from_checkpoint"
         )
     try:
@@ -360,40 +359,52 @@ def build_from_checkpoint(
         raise CheckpointError(
             f"{path}: weights do not fit {meta.arch} {meta.arch_kwargs}: {detail[:300]} (re-create the checkpoint)"
         ) from None
-    return model.eval(), meta
+    return model.eval()
 
 
 def check_compatible(
     meta: CheckpointMeta,
-    task: str | Mapping[str, Any] | None = None,
+    task: str | Task | Mapping[str, Any] | None = None,
     input_size: tuple[int, int] | list[int] | None = None,
+    lanes: bool = False,
 ) -> None:
     """Raise IncompatibleCheckpointError when `meta` does not fit the intended use.
 
-    `task` is a kind ("binary" | "multiclass") or a task dict (kind and tags must match);
-    `input_size` is (H, W) and must equal the size the model was trained at.
+    `task` is a kind ("binary" | "multiclass") or a `Task` (or its dict form; kind and
+    tags must match); `input_size` is (H, W) and must equal the size the model was trained at;
+    `lanes` asks for a model that gives lane masks (what the closed loop needs): a binary
+    model of RoadLine alone, or a multi-class one with RoadLine among its classes.
     """
+    if lanes and (meta.task.lane_channel is None or meta.task.lane_tags != (ROADLINE_TAG,)):
+        raise IncompatibleCheckpointError(
+            f"checkpoint predicts tags {list(meta.task.tags)}, not lane markings (RoadLine, {ROADLINE_TAG}) "
+            "(use a lane-marking checkpoint)"
+        )
     if task is not None:
-        want = {"kind": task} if isinstance(task, str) else dict(task)
+        if isinstance(task, str):
+            if task not in TASK_KINDS:
+                raise ValueError(f"task kind must be one of {list(TASK_KINDS)}, got {task!r}")
+            want_kind, want_tags = task, None
+        else:
+            want = task if isinstance(task, Task) else Task.from_dict(task)
+            want_kind, want_tags = want.kind, want.tags
         have = meta.task
-        if want.get("kind") not in TASK_KINDS:
-            raise ValueError(f"task kind must be one of {list(TASK_KINDS)}, got {want!r}")
-        if want["kind"] != have["kind"]:
-            if have["kind"] == "multiclass":
+        if want_kind != have.kind:
+            if have.kind == "multiclass":
                 raise IncompatibleCheckpointError(
                     f"checkpoint is a multi-class model ({meta.num_classes} classes, tags "
-                    f"{have['tags']}) but the {want['kind']} task needs a binary checkpoint "
+                    f"{list(have.tags)}) but the {want_kind} task needs a binary checkpoint "
                     "(use a binary lane checkpoint or run the multi-class task)"
                 )
             raise IncompatibleCheckpointError(
-                f"checkpoint is a binary model (tags {have['tags']}) but the "
-                f"{want['kind']} task needs a multi-class checkpoint "
+                f"checkpoint is a binary model (tags {list(have.tags)}) but the "
+                f"{want_kind} task needs a multi-class checkpoint "
                 "(use a multi-class checkpoint or run the binary task)"
             )
-        if "tags" in want and [int(t) for t in want["tags"]] != list(have["tags"]):
+        if want_tags is not None and want_tags != have.tags:
             raise IncompatibleCheckpointError(
-                f"checkpoint predicts tags {have['tags']} but the task wants "
-                f"{list(want['tags'])} (use a checkpoint trained for those tags)"
+                f"checkpoint predicts tags {list(have.tags)} but the task wants "
+                f"{list(want_tags)} (use a checkpoint trained for those tags)"
             )
     if input_size is not None:
         want_hw = tuple(int(v) for v in input_size)
@@ -430,14 +441,23 @@ def _few(keys: list[str], n: int = 5) -> str:
 
 __all__ = [
     "FORMAT_VERSION",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "QUANT_SCHEMES",
+    "ROADLINE_TAG",
+    "TASK_KINDS",
     "CheckpointError",
     "CheckpointMeta",
     "IncompatibleCheckpointError",
+    "Normalisation",
+    "Quantization",
+    "Task",
     "binary_task",
     "build_from_checkpoint",
     "check_compatible",
     "float_quant",
     "load_checkpoint",
+    "model_from_state",
     "multiclass_task",
     "save_checkpoint",
 ]

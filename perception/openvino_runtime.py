@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from perception.checkpoint import CheckpointError, build_from_checkpoint, load_checkpoint
+from perception.checkpoint import CheckpointError
 
 MISSING = "OpenVINO is not installed (pip install 'laneloop[openvino]' or use --runtime onnx)"
 
@@ -42,31 +42,16 @@ def openvino_predictor(path: str | Path, threads: int, input_size: tuple[int, in
     Raises CheckpointError (one line) for a missing or corrupt file, a non-float .pth, or
     when OpenVINO is not installed; ValueError for an input size the file was not exported for.
     """
-    from perception.predictor import Predictor, _check_size, export_onnx_bytes, read_onnx_meta
+    from perception.onnx_runtime import onnx_source
+    from perception.predictor import Predictor, _check_size
 
     path = Path(path)
     core = _core()
-    if path.suffix == ".onnx":
-        if not path.is_file():
-            raise CheckpointError(f"ONNX file not found: {path} (check the path)")
-        meta = read_onnx_meta(path)
-        try:
-            model = core.read_model(str(path))
-        except Exception as exc:  # noqa: BLE001 - openvino raises its own exception types
-            raise CheckpointError(f"OpenVINO cannot read {path}: {_short(exc)} (re-export it)") from None
-    else:
-        _, meta = load_checkpoint(path)
-        if meta.quant["scheme"] != "float":
-            raise CheckpointError(
-                f"{path} is a {meta.quant['scheme']} checkpoint; for OpenVINO export an int8 model "
-                "with: python quant/export.py --model FLOAT.pth --format onnx --int8 --data DIR"
-            )
-        torch_model, meta = build_from_checkpoint(path)
-        size = _check_size(meta, input_size or meta.input_size)
-        try:
-            model = core.read_model(model=export_onnx_bytes(torch_model, size), weights=b"")
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"OpenVINO cannot read the model exported from {path}: {_short(exc)}") from None
+    source, meta = onnx_source(path, input_size, "OpenVINO")
+    try:
+        model = core.read_model(source) if isinstance(source, str) else core.read_model(model=source, weights=b"")
+    except Exception as exc:  # noqa: BLE001 - openvino raises its own exception types
+        raise CheckpointError(f"OpenVINO cannot read {path}: {_short(exc)} (re-export it)") from None
     shape = model.input(0).get_partial_shape()
     fixed = None
     if shape.rank.is_static and len(shape) == 4 and shape[2].is_static and shape[3].is_static:
@@ -89,7 +74,7 @@ def openvino_predictor(path: str | Path, threads: int, input_size: tuple[int, in
         req.infer({0: x})
         return req.get_output_tensor(0).data
 
-    kind = "float" if meta.quant["scheme"] == "float" else "int8 QDQ"
+    kind = "float" if meta.quant.is_float else "int8 QDQ"
     desc = f"{kind} OpenVINO CPU (f32 precision hint, latency)"
     return Predictor(meta, path.stem, "openvino", run, size, threads, description=desc)
 

@@ -14,7 +14,7 @@ Runtimes:
   convolutions. Compiling happens once, for the fixed input shape, in `warmup`.
 - ``"onnx"``: ONNX Runtime on a ``.onnx`` file from ``quant/export.py`` (float or int8
   QDQ; its `CheckpointMeta` is stored in the file), or on a float ``.pth`` exported on the
-  fly.
+  fly (`perception.onnx_runtime`).
 - ``"openvino"``: OpenVINO (CPU plugin, f32 precision hint) on the same files
   (`perception.openvino_runtime`; optional extra ``laneloop[openvino]``).
 - ``"tensorrt"``: ONNX Runtime's TensorRT execution provider (NVIDIA GPU; needs
@@ -30,13 +30,12 @@ not the model's size) two ``cv2.resize`` calls.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -46,15 +45,25 @@ from perception.checkpoint import (
     ROADLINE_TAG,
     CheckpointError,
     CheckpointMeta,
-    build_from_checkpoint,
     load_checkpoint,
+    model_from_state,
 )
+from perception.onnx_runtime import (  # re-exported: the ONNX path is part of the one loader
+    ONNX_META_KEY,
+    export_onnx_bytes,
+    onnx_predictor,
+    ort_session,
+    read_onnx,
+    read_onnx_meta,
+)
+
+#: `load_predictor`'s compile choice: "int8" compiles int8 graphs (their int8 kernels need it)
+#: and runs float models eager, the exact reference numbers (what evaluation wants).
+Compile = bool | Literal["int8"]
 
 RUNTIMES = ("torch", "onnx", "openvino", "tensorrt")
 #: `load_predictor` also takes runtime="auto": the fastest of RUNTIMES here (`perception.runtime_select`).
 AUTO = "auto"
-#: ONNX metadata_props key holding the CheckpointMeta as JSON.
-ONNX_META_KEY = "laneloop.meta"
 DEFAULT_INDUCTOR_CACHE = Path("~/.cache/laneloop/inductor")
 
 
@@ -108,7 +117,7 @@ class Predictor:
     Attributes:
         meta: the checkpoint's metadata (`CheckpointMeta`).
         name: short display name (file stem, e.g. "unet_ptq").
-        scheme: "float", "ptq" or "qat" (from ``meta.quant``).
+        scheme: "float", "ptq" or "qat" (``meta.quant.scheme``).
         runtime: "torch", "onnx" or "openvino".
         input_size: (H, W) the model runs at; images of another size are resized.
         threads: intra-op threads the runtime uses.
@@ -124,25 +133,27 @@ class Predictor:
         threads: int,
         warmup_fn: Callable[[], None] | None = None,
         description: str = "",
+        run_batch: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.meta = meta
         self.name = name
         self.runtime = runtime
-        self.scheme: str = meta.quant["scheme"]
+        self.scheme: str = meta.quant.scheme
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.threads = threads
         self.description = description
         self._run = run
+        self._run_batch = run_batch
         self._warmup_fn = warmup_fn
         self._warm = False
         h, w = self.input_size
         norm = meta.normalisation
-        std = np.asarray(norm["std"], np.float32)
+        std = np.asarray(norm.std, np.float32)
         # (x / 255 - mean) / std == x * scale + shift, one multiply-add per pixel
         self._scale = (1.0 / (255.0 * std)).astype(np.float32)
-        self._shift = (-np.asarray(norm["mean"], np.float32) / std).astype(np.float32)
+        self._shift = (-np.asarray(norm.mean, np.float32) / std).astype(np.float32)
         self._buf = np.empty((1, 3, h, w), np.float32)
-        self._lane_channel = _lane_channel(meta)
+        self._lane_channel = meta.task.lane_channel  # None: a multi-class model without lanes
 
     def __repr__(self) -> str:
         h, w = self.input_size
@@ -181,6 +192,8 @@ class Predictor:
         if logits.shape[1] == 1:
             mask = logits[0, 0] > 0
         else:
+            if self._lane_channel is None:
+                raise CheckpointError(_no_lanes(self.meta))
             mask = logits[0].argmax(axis=0) == self._lane_channel
         if mask.shape != image_hw:
             small = mask.view(np.uint8)
@@ -207,12 +220,23 @@ class Predictor:
         t3 = time.perf_counter_ns()
         return mask, Timing((t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6)
 
-    def run_normalised(self, x: np.ndarray) -> np.ndarray:
-        """The runtime alone on an already normalised 1x3xhxw float32 batch -> 1xCxhxw logits
-        (for datasets that normalise frames themselves, as train/evaluate.py's do)."""
-        if not self._warm:
-            self.warmup()
-        return self._run(np.ascontiguousarray(x, np.float32))
+    def logits_batch(self, x: np.ndarray) -> np.ndarray:
+        """Logits N x C x h x w of an already normalised N x 3 x h x w float32 batch (for
+        evaluation over datasets that normalise frames themselves), as an array the caller
+        owns. One call for runtimes that take any batch (eager torch), frame by frame for
+        the graphs fixed at batch 1 (compiled, int8, ONNX); no warm-up."""
+        x = np.ascontiguousarray(x, np.float32)
+        if self._run_batch is not None:
+            return self._run_batch(x)
+        out: np.ndarray | None = None
+        for i in range(len(x)):
+            y = self._run(x[i : i + 1])  # may be the runtime's own buffer: copied out below
+            if out is None:
+                out = np.empty((len(x), *y.shape[1:]), y.dtype)
+            out[i] = y[0]
+        if out is None:
+            raise ValueError("logits_batch needs at least one frame")
+        return out
 
     def logits(self, rgb: np.ndarray) -> np.ndarray:
         """Raw 1xCxhxw float32 logits at the model's input size (for agreement checks)."""
@@ -221,16 +245,11 @@ class Predictor:
         return np.array(self._run(self.preprocess(rgb)), copy=True)
 
 
-def _lane_channel(meta: CheckpointMeta) -> int:
-    tags = list(meta.task["tags"])
-    if meta.task["kind"] == "binary":
-        return 0
-    if ROADLINE_TAG not in tags:
-        raise CheckpointError(
-            f"multi-class checkpoint predicts tags {tags} without RoadLine ({ROADLINE_TAG}); "
-            "the predictor returns lane masks (use a checkpoint that has the RoadLine class)"
-        )
-    return tags.index(ROADLINE_TAG)
+def _no_lanes(meta: CheckpointMeta) -> str:
+    return (
+        f"multi-class checkpoint predicts tags {list(meta.task.tags)} without RoadLine ({ROADLINE_TAG}); "
+        "the predictor returns lane masks (use a checkpoint that has the RoadLine class)"
+    )
 
 
 def _torch_runner(module: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[np.ndarray], np.ndarray]:
@@ -254,9 +273,10 @@ def load_predictor(
     runtime: str = "torch",
     threads: int | None = None,
     input_size: tuple[int, int] | None = None,
-    compile: bool = True,
+    compile: Compile = True,
 ) -> Predictor:
-    """Load any laneloop model file into a `Predictor`.
+    """Load any laneloop model file into a `Predictor`: the one loader of the project,
+    reading the file once.
 
     Args:
         path: a ``.pth`` checkpoint (float / ptq / qat) or, for ``runtime="onnx"`` or
@@ -270,7 +290,8 @@ def load_predictor(
             size are resized to it and the mask back to the frame's size.
         compile: torch runtime only: ``torch.compile`` with freezing at `warmup` (int8
             models need it to run int8 kernels; without it they run the slow reference
-            graph, which is still correct).
+            graph, which is still correct); "int8" compiles int8 models only and runs
+            float ones eager (the reference numbers, one call per batch in `logits_batch`).
 
     Raises CheckpointError for a missing, corrupt or unusable file, ValueError for a bad
     runtime or input size.
@@ -284,9 +305,9 @@ def load_predictor(
 
         return auto_predictor(path, threads, input_size, compile)
     if runtime == "onnx":
-        return _load_onnx_predictor(path, threads, input_size)
+        return onnx_predictor(path, threads, input_size)
     if runtime == "tensorrt":
-        return _load_onnx_predictor(path, threads, input_size, tensorrt=True)
+        return onnx_predictor(path, threads, input_size, tensorrt=True)
     if runtime == "openvino":
         from perception.openvino_runtime import openvino_predictor
 
@@ -294,143 +315,44 @@ def load_predictor(
     if path.suffix == ".onnx":
         raise CheckpointError(f"{path} is an ONNX file (load it with runtime='onnx' / --runtime onnx)")
     torch.set_num_threads(threads)
-    _, meta = load_checkpoint(path)
+    state, meta = load_checkpoint(path)  # the one read of the file
     size = _check_size(meta, input_size or meta.input_size)
-    scheme = meta.quant["scheme"]
+    scheme = meta.quant.scheme
     if scheme == "float":
-        model, meta = build_from_checkpoint(path)
-        module: Callable[[torch.Tensor], torch.Tensor] = model
-        desc = "float eager"
-        if compile:
-            module = compile_frozen(model)
-            desc = "float compiled (inductor, freezing)"
+        model = model_from_state(state, meta, path)
+        if compile is not True:  # eager takes any batch size: one call per evaluation batch
+            run = _torch_runner(model)
+            return Predictor(meta, path.stem, "torch", run, size, threads, description="float eager", run_batch=run)
+        module, desc = compile_frozen(model), "float compiled (inductor, freezing)"
     else:
         from perception import quantized
 
-        gm = quantized.load_for_inference(path, input_size=size)
-        module = gm
-        desc = f"int8 {scheme} (PT2E reference, not compiled)"
+        gm = quantized.for_inference(quantized.quantized_from_state(state, meta, path, size))
+        module, desc = gm, f"int8 {scheme} (PT2E reference, not compiled)"
         if compile:
-            module = compile_frozen(gm)
-            desc = f"int8 {scheme} (PT2E, inductor)"
+            module, desc = compile_frozen(gm), f"int8 {scheme} (PT2E, inductor)"
     return Predictor(meta, path.stem, "torch", _torch_runner(module), size, threads, description=desc)
 
 
-def export_onnx_bytes(model: torch.nn.Module, input_size: tuple[int, int]) -> bytes:
-    """ONNX bytes of a float model at batch 1 and a fixed (H, W) (dynamo exporter, opset 18+)."""
-    import warnings
+def module_predictor(module: torch.nn.Module, meta: CheckpointMeta, name: str = "in-memory") -> Predictor:
+    """A `Predictor` over a model in memory (being trained or fine-tuned), so training and
+    QAT score their val split with `perception.evaluation.evaluate` as files are scored.
 
-    h, w = input_size
-    example = torch.zeros(1, 3, h, w)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(model.eval(), (example,), dynamo=True, verbose=False)
-    return program.model_proto.SerializeToString()
-
-
-TENSORRT_MISSING = (
-    "TensorRT needs onnxruntime-gpu with TensorRT and an NVIDIA GPU "
-    "(pip install onnxruntime-gpu; or use --runtime onnx/openvino)"
-)
-
-
-def ort_session(model: str | bytes, threads: int, tensorrt: bool = False) -> Any:
-    """An ONNX Runtime CPU session with `threads` intra-op threads and full graph optimisation.
-
-    int8 weights are fed as this CPU needs them (`perception.ort_int8`: shifted to uint8
-    where the CPU has no VNNI, so ONNX Runtime's kernels do not saturate). With `tensorrt`,
-    the TensorRT execution provider runs the graph (CUDA, then CPU, take what it cannot);
-    CheckpointError(TENSORRT_MISSING) when this onnxruntime has no TensorRT provider.
+    The module runs as it is (the caller sets eval mode), on any batch size, under
+    ``no_grad`` (not inference mode: its tensors must stay usable by the next training step).
     """
-    import onnxruntime as ort
-
-    from perception.ort_int8 import prepare_for_ort
-
-    providers: list[Any] = ["CPUExecutionProvider"]
-    if tensorrt:
-        available = ort.get_available_providers()
-        if "TensorrtExecutionProvider" not in available:
-            raise CheckpointError(TENSORRT_MISSING)
-        providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-        providers = [p for p in providers if p in available]
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        session = ort.InferenceSession(
-            model if tensorrt else prepare_for_ort(model), sess_options=opts, providers=providers
-        )
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        where = model if isinstance(model, str) else "the exported model"
-        raise CheckpointError(f"ONNX Runtime cannot load {where}: {str(exc)[:300]} (re-export it)") from None
-    if tensorrt and session.get_providers()[0] != "TensorrtExecutionProvider":
-        raise CheckpointError(TENSORRT_MISSING)
-    return session
-
-
-def _load_onnx_predictor(
-    path: Path, threads: int, input_size: tuple[int, int] | None, tensorrt: bool = False
-) -> Predictor:
-    if path.suffix == ".onnx":
-        if not path.is_file():
-            raise CheckpointError(f"ONNX file not found: {path} (check the path)")
-        meta = read_onnx_meta(path)
-        session = ort_session(str(path), threads, tensorrt)
-    else:
-        _, meta = load_checkpoint(path)
-        if meta.quant["scheme"] != "float":
-            raise CheckpointError(
-                f"{path} is a {meta.quant['scheme']} checkpoint; for ONNX Runtime export an int8 model "
-                "with: python quant/export.py --model FLOAT.pth --format onnx --int8 --data DIR"
-            )
-        model, meta = build_from_checkpoint(path)
-        size = _check_size(meta, input_size or meta.input_size)
-        session = ort_session(export_onnx_bytes(model, size), threads, tensorrt)
-    inp = session.get_inputs()[0]
-    shape = inp.shape
-    fixed = tuple(shape[2:4]) if all(isinstance(d, int) for d in shape[2:4]) else None
-    size = _check_size(meta, input_size or fixed or meta.input_size)
-    if fixed is not None and size != fixed:
-        raise ValueError(
-            f"{path} was exported for {fixed[0]}x{fixed[1]} (HxW) inputs, not {size[0]}x{size[1]} "
-            "(re-export it with --input-size, or leave input_size unset)"
-        )
-    name = inp.name
 
     def run(x: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: x})[0]
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
 
-    if tensorrt:
-        kind = "float" if meta.quant["scheme"] == "float" else "int8 QDQ"
-        return Predictor(meta, path.stem, "tensorrt", run, size, threads, description=f"{kind} ORT TensorRT EP")
-    kind = "float"
-    if meta.quant["scheme"] != "float":
-        from perception.ort_int8 import weight_plan
-
-        kind = f"int8 QDQ ({weight_plan().weights} weights)"
-    return Predictor(meta, path.stem, "onnx", run, size, threads, description=f"{kind} ONNX Runtime")
-
-
-def read_onnx_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
-    """The `CheckpointMeta` stored in an ONNX file's metadata by ``quant/export.py``."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - onnx raises many types for a bad file
-        raise CheckpointError(f"cannot read ONNX file {path}: {str(exc)[:200]} (re-export it)") from None
-    props = {p.key: p.value for p in model.metadata_props}
-    if ONNX_META_KEY not in props:
-        raise CheckpointError(f"{path} has no laneloop metadata (export it with quant/export.py)")
-    try:
-        return CheckpointMeta.from_dict(json.loads(props[ONNX_META_KEY]))
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} has malformed laneloop metadata: {exc} (re-export it)") from None
+    size = (int(meta.input_size[0]), int(meta.input_size[1]))
+    return Predictor(meta, name, "torch", run, size, torch.get_num_threads(), description="in memory", run_batch=run)
 
 
 __all__ = [
     "AUTO",
+    "ONNX_META_KEY",
     "RUNTIMES",
     "Predictor",
     "Timing",
@@ -438,6 +360,8 @@ __all__ = [
     "export_onnx_bytes",
     "ort_session",
     "load_predictor",
+    "module_predictor",
+    "read_onnx",
     "read_onnx_meta",
     "use_inductor_cache",
 ]

@@ -11,7 +11,7 @@ So a quantized checkpoint stores:
 - the activation quantization parameters, which PT2E bakes into the graph as Python
   scalars, as two tensors (``__act_scale__`` float64, ``__act_zero_point__`` int64) in
   graph order;
-- in ``meta.quant["extra"]`` the recipe (observer, per-channel, QAT or not) and a
+- in ``meta.quant.extra`` the recipe (observer, per-channel, QAT or not) and a
   fingerprint of the graph's structure.
 
 Loading rebuilds the float model from the metadata (random weights), exports it, applies
@@ -303,7 +303,7 @@ def drop_requant_before_float_ops(gm: torch.fx.GraphModule) -> int:
 
 
 def recipe(observer: str, per_channel: bool, qat: bool, input_size: tuple[int, int]) -> dict[str, Any]:
-    """The plain-data part of ``meta.quant["extra"]`` that `rebuild` needs."""
+    """The plain-data part of ``meta.quant.extra`` that `rebuild` needs."""
     return {
         "format": GRAPH_FORMAT,
         "observer": observer,
@@ -316,7 +316,7 @@ def recipe(observer: str, per_channel: bool, qat: bool, input_size: tuple[int, i
 
 def rebuild(meta: CheckpointMeta, input_size: tuple[int, int] | None = None) -> torch.fx.GraphModule:
     """An uncalibrated converted graph with the structure `meta` describes (weights random)."""
-    extra = meta.quant.get("extra", {})
+    extra = meta.quant.extra
     if extra.get("format") != GRAPH_FORMAT:
         raise CheckpointError(
             f"quantized checkpoint format {extra.get('format')!r} is not {GRAPH_FORMAT!r} "
@@ -325,7 +325,7 @@ def rebuild(meta: CheckpointMeta, input_size: tuple[int, int] | None = None) -> 
     size = tuple(input_size or extra.get("export_size") or meta.input_size)
     torch.manual_seed(0)  # deterministic placeholder weights (all overwritten)
     model = build_model(meta.arch, **meta.arch_kwargs)
-    qat = bool(extra.get("qat", meta.quant["scheme"] == "qat"))
+    qat = bool(extra.get("qat", meta.quant.scheme == "qat"))
     prepared = prepare(model, size, extra.get("observer", "histogram"), bool(extra.get("per_channel", True)), qat)
     with torch.no_grad():
         prepared(torch.zeros(1, 3, size[0], size[1]))
@@ -341,17 +341,27 @@ def load_quantized(
     or tensors/graph that do not match (other torch version, edited file).
     """
     state, meta = load_checkpoint(path)
-    scheme = meta.quant["scheme"]
-    if scheme == "float":
+    if expect_scheme is not None and meta.quant.scheme not in ("float", expect_scheme):
+        raise CheckpointError(f"{path} is a {meta.quant.scheme} checkpoint, expected {expect_scheme}")
+    return quantized_from_state(state, meta, path, input_size)
+
+
+def quantized_from_state(
+    state: dict[str, torch.Tensor],
+    meta: CheckpointMeta,
+    path: str | os.PathLike[str],
+    input_size: tuple[int, int] | None = None,
+) -> torch.fx.GraphModule:
+    """The int8 graph of an already read ptq/qat checkpoint (`load_quantized` after the
+    read); `path` only names the file in errors."""
+    if meta.quant.is_float:
         raise CheckpointError(f"{path} is a float checkpoint, not an int8 one (load it with build_from_checkpoint)")
-    if expect_scheme is not None and scheme != expect_scheme:
-        raise CheckpointError(f"{path} is a {scheme} checkpoint, expected {expect_scheme}")
     gm = rebuild(meta, input_size)
-    want = meta.quant["extra"].get("graph")
+    want = meta.quant.extra.get("graph")
     if want and want != graph_fingerprint(gm):
         raise CheckpointError(
             f"{path}: its int8 graph was made by another torch/torchao version "
-            f"({meta.quant['extra'].get('torch')}, this is {torch.__version__}) "
+            f"({meta.quant.extra.get('torch')}, this is {torch.__version__}) "
             "(re-create it with quant/ptq.py or quant/qat.py from the float checkpoint)"
         )
     unpack_state(gm, state, where=str(Path(path)))
@@ -360,7 +370,11 @@ def load_quantized(
 
 def load_for_inference(path: str | os.PathLike[str], input_size: tuple[int, int] | None = None) -> torch.fx.GraphModule:
     """`load_quantized`, then the graph clean-up inductor needs to run it at full int8 speed."""
-    gm = load_quantized(path, input_size)
+    return for_inference(load_quantized(path, input_size))
+
+
+def for_inference(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """The graph clean-up inductor needs to run an int8 graph at full int8 speed (in place)."""
     drop_requant_before_float_ops(gm)
     return gm
 
@@ -371,12 +385,14 @@ __all__ = [
     "convert",
     "drop_requant_before_float_ops",
     "export_model",
+    "for_inference",
     "graph_fingerprint",
     "load_for_inference",
     "load_quantized",
     "make_quantizer",
     "pack_state",
     "prepare",
+    "quantized_from_state",
     "rebuild",
     "recipe",
     "unpack_state",

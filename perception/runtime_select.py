@@ -64,13 +64,13 @@ def _installed(module: str) -> bool:
 
 
 def _scheme(path: Path) -> str | None:
-    from perception.predictor import read_onnx_meta
+    from perception.onnx_runtime import read_onnx_meta
 
     try:
         meta = read_onnx_meta(path) if path.suffix == ".onnx" else load_checkpoint(path)[1]
     except CheckpointError:
         return None
-    return str(meta.quant["scheme"])
+    return meta.quant.scheme
 
 
 def candidates(path: str | os.PathLike[str]) -> list[Candidate]:
@@ -83,7 +83,8 @@ def candidates(path: str | os.PathLike[str]) -> list[Candidate]:
     else:
         out.append(Candidate("torch", path))
         sibling = path.with_suffix(".onnx")
-        if sibling.is_file() and _scheme(sibling) is not None and _scheme(sibling) == _scheme(path):
+        sibling_scheme = _scheme(sibling) if sibling.is_file() else None
+        if sibling_scheme is not None and sibling_scheme == _scheme(path):
             onnx_file = sibling
     if onnx_file is not None:
         if _installed("onnxruntime"):
@@ -129,7 +130,7 @@ def cache_key(
     files: list[Path],
     threads: int,
     input_size: tuple[int, int] | None,
-    compile: bool = True,
+    compile: bool | str = True,
     cpu_signature: str | None = None,
     package_versions: dict[str, str] | None = None,
 ) -> str:
@@ -141,7 +142,7 @@ def cache_key(
         "files": [[file_sha256(f), f.stat().st_size] for f in sorted(set(files))],
         "threads": int(threads),
         "input_size": list(input_size) if input_size else None,
-        "compile": bool(compile),
+        "compile": compile if isinstance(compile, str) else bool(compile),
         "cpu": cpu_signature if cpu_signature is not None else cpu_info().signature(),
         "versions": package_versions if package_versions is not None else versions(),
     }
@@ -182,7 +183,7 @@ def auto_predictor(
     path: str | os.PathLike[str],
     threads: int,
     input_size: tuple[int, int] | None = None,
-    compile: bool = True,
+    compile: bool | str = True,
 ) -> Any:
     """The `Predictor` of the fastest runtime for `path` (measured once, then cached)."""
     from perception.predictor import load_predictor

@@ -6,13 +6,15 @@ The conventions of DESIGN.md in one place, so every entry point behaves the same
   new one, and a killed run leaves at most a temporary file beside the target;
 - an expected failure is one line on stderr, ``error: <what> (<what to do>)``, exit 1;
   Ctrl-C and ``kill`` (SIGTERM) end with a line saying what was kept, exit 130 (`run_cli`);
-- long work shows a tqdm bar on stderr, only when stderr is a terminal (`progress_bar`).
+- long work shows a tqdm bar on stderr, only when stderr is a terminal (`progress_bar`);
+- a frame size is written ``HxW``, height first, the same way in every command (`parse_size`).
 
 It imports neither torch nor any laneloop package, so the world (`sim`) may use it too.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -85,8 +87,53 @@ def fail(message: str, code: int = EXIT_ERROR) -> int:
     return code
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
+def raise_interrupt(signum: int, frame: object) -> None:
+    """A signal handler that unwinds like Ctrl-C."""
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+class SigtermAsInterrupt:
+    """SIGTERM raises KeyboardInterrupt from `install()` to `restore()` (not a block: a backend
+    holds it from reset to close), unless the application handles SIGTERM itself."""
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+
+    def install(self) -> None:
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous not in (signal.SIG_DFL, None):
+            return
+        signal.signal(signal.SIGTERM, raise_interrupt)
+        self._previous, self._installed = previous, True
+
+    def restore(self) -> None:
+        if self._installed and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous)
+            self._installed = False
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back while cleanup runs (a half-done cleanup can leave a CARLA server
+    frozen in synchronous mode); raise KeyboardInterrupt after the block if one came."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in sigs}
+    for s in sigs:
+        signal.signal(s, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+    if caught:
+        raise KeyboardInterrupt(f"{signal.Signals(caught[0]).name} during cleanup")
 
 
 @contextmanager
@@ -98,7 +145,7 @@ def interrupt_on_signals() -> Iterator[None]:
         yield
         return
     saved = {
-        signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupt),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, raise_interrupt),
         signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
     }
     try:
@@ -152,17 +199,48 @@ def progress_bar(total: int | None, desc: str, enabled: bool = True, unit: str =
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, **kwargs)
 
 
+# ----------------------------------------------------------------------------- argument types
+
+
+def parse_size(text: str, minimum: int = 1) -> tuple[int, int]:
+    """'160x320' (height x width) -> (160, 320); ValueError saying how to write it otherwise.
+
+    Height first, as numpy shapes and `--size` everywhere; `minimum` bounds each side.
+    """
+    h, sep, w = text.lower().partition("x")
+    if not sep or not (h.isdecimal() and w.isdecimal()) or min(int(h), int(w)) < minimum:
+        raise ValueError(f"bad size {text!r} (write height x width, each >= {minimum}, e.g. 160x320)")
+    return int(h), int(w)
+
+
+def size_type(minimum: int = 1) -> Callable[[str], tuple[int, int]]:
+    """`parse_size` as an argparse ``type=``: a bad size is a usage error with its message (exit 2)."""
+
+    def parse(text: str) -> tuple[int, int]:
+        try:
+            return parse_size(text, minimum)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
 __all__ = [
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "SigtermAsInterrupt",
     "atomic_output",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "fail",
     "interrupt_on_signals",
+    "parse_size",
     "progress_bar",
+    "raise_interrupt",
     "run_cli",
+    "signals_deferred",
+    "size_type",
 ]

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from collect.dataset import LaneDataset
-from collect.format import DatasetError
+from dataset.format import DatasetError
+from dataset.reader import LaneDataset, dataset_for
 from perception import quantized
-from perception.checkpoint import CheckpointError, CheckpointMeta
+from perception.checkpoint import CheckpointError, CheckpointMeta, Quantization
 from perception.predictor import use_inductor_cache
 from plumbing import run_cli
 
@@ -85,21 +85,13 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def dataset_for(
+def binary_dataset_for(
     meta: CheckpointMeta, root: str | Path | list[str], split: str, size: tuple[int, int] | None = None
 ) -> LaneDataset:
-    """The split of `root` preprocessed exactly as the model (and the predictor) expects."""
-    if meta.task["kind"] != "binary":
+    """`dataset.reader.dataset_for`, refusing the multi-class checkpoints quantization does not handle."""
+    if meta.task.kind != "binary":
         raise QuantError("quantization tools handle binary lane checkpoints only (use a binary checkpoint)")
-    norm = meta.normalisation
-    return LaneDataset(
-        root,
-        split=split,
-        tags=meta.task["tags"],
-        size=size or tuple(meta.input_size),
-        mean=norm["mean"],
-        std=norm["std"],
-    )
+    return dataset_for(meta, root, split, size)
 
 
 def calibration_frames(ds: LaneDataset, n: int) -> Iterator[torch.Tensor]:
@@ -131,7 +123,7 @@ def quantized_meta(
     }
     return dataclasses.replace(
         float_meta,
-        quant={"scheme": scheme, "bits": 8, "backend": quantized.BACKEND, "extra": quant_extra},
+        quant=Quantization(scheme, 8, quantized.BACKEND, quant_extra),
         metrics=dict(metrics or {}),
         data=dict(data if data is not None else float_meta.data),
         command=command_line(),

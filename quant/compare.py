@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from collect.dataset import LaneDataset
+from dataset.reader import LaneDataset
 from perception.checkpoint import CheckpointMeta
-from perception.metrics import BinaryConfusion
+from perception.evaluation import evaluate
 from perception.models import build_model
 from perception.predictor import Predictor, load_predictor
 from quant.common import QuantError, add_common_args, check_output, run_quant_cli, size_mb
@@ -147,18 +146,19 @@ def profile_ops(pred: Predictor, frame: np.ndarray, runs: int = 10) -> dict[str,
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def evaluate(pred: Predictor, ds: LaneDataset, limit: int | None, progress: bool) -> tuple[dict[str, Any], np.ndarray]:
-    """Test IoU (masks at the recorded size) and the stacked predicted masks."""
-    tags = np.asarray(pred.meta.task["tags"])
-    n = len(ds) if limit is None else min(limit, len(ds))
-    conf = BinaryConfusion()
-    masks = []
-    for i in tqdm(range(n), desc=f"test {pred.name}", disable=not progress, file=sys.stderr):
-        rgb, labels = ds.load(i)
-        mask = pred.predict(rgb)
-        conf.update(mask, np.isin(labels, tags))
-        masks.append(mask)
-    return conf.compute(), np.stack(masks)
+def test_scores(
+    pred: Predictor, ds: LaneDataset, limit: int | None, progress: bool
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Test IoU (`perception.evaluation.evaluate` on masks at the recorded size, as the
+    loop scores them) and the stacked predicted masks (for the agreement column)."""
+    masks: list[np.ndarray] = []
+
+    def keep(indices: range, rgb: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> None:
+        masks.extend(mask)
+
+    desc = f"test {pred.name}"
+    scores = evaluate(pred, ds, frames=limit, frame_size=True, on_batch=keep, progress=progress, desc=desc)
+    return scores, np.stack(masks)
 
 
 def mask_agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -206,7 +206,7 @@ def compare(
             p.warmup()
             row.latency[str(n_threads)] = latency_stats(lambda p=p: p.predict(frame), runs)
         torch.set_num_threads(threads[0])
-        row.test, masks = evaluate(pred, ds, frames, progress)
+        row.test, masks = test_scores(pred, ds, frames, progress)
         row.test = {k: (float(v) if isinstance(v, float | np.floating) else v) for k, v in row.test.items()}
         if ref_masks is None and pred.scheme == "float":
             ref_masks = masks
@@ -226,17 +226,11 @@ def machine_line(threads: tuple[int, ...]) -> str:
     """Where the numbers come from, for every table."""
     import os
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from perception.cpu import describe
+
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, Python {platform.python_version()}; "
+        f"{describe()}; {os.cpu_count()} logical CPUs, torch {torch.__version__}, Python {platform.python_version()}; "
         f"threads {', '.join(map(str, threads))}; batch 1; load average at the start {load} "
         "(other processes on the machine slow torch's OpenMP threads far more than one thread)"
     )
@@ -308,8 +302,13 @@ def plot(path: Path, rows: list[Row], threads: tuple[int, ...]) -> None:
         y = r.test.get("iou", float("nan"))
         ax.scatter([x], [y], s=30 + 20 * r.size_mb, alpha=0.7, color="tab:blue" if r.scheme == "float" else "tab:red")
         # neighbours in latency often share an IoU (one model, two runtimes): alternate above / below
-        ax.annotate(f"{r.label}\n{r.size_mb:.1f} MB", (x, y), fontsize=7, xytext=(5, 6 if i % 2 == 0 else -22),
-                    textcoords="offset points")
+        ax.annotate(
+            f"{r.label}\n{r.size_mb:.1f} MB",
+            (x, y),
+            fontsize=7,
+            xytext=(5, 6 if i % 2 == 0 else -22),
+            textcoords="offset points",
+        )
     ax.margins(x=0.15, y=0.2)
     ax.set_xlabel(f"median latency per frame [ms], {threads[0]} threads")
     ax.set_ylabel("test lane IoU")

@@ -36,20 +36,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from collect.format import DatasetError
+from dataset.format import DatasetError
 from perception import quantized
-from perception.checkpoint import CheckpointMeta, build_from_checkpoint, load_checkpoint
+from perception.checkpoint import CheckpointMeta, Quantization, build_from_checkpoint, load_checkpoint
 from perception.metrics import frame_scores
+from perception.onnx_runtime import ONNX_META_KEY, ort_session
 from perception.ort_int8 import POLICY
-from perception.predictor import ONNX_META_KEY, ort_session
 from plumbing import atomic_output
 from quant.common import (
     QuantError,
     add_common_args,
+    binary_dataset_for,
     calibration_frames,
     check_output,
     command_line,
-    dataset_for,
     file_digest,
     run_quant_cli,
     size_mb,
@@ -101,7 +101,7 @@ def _frames(
         order = [split] + [s for s in ("test", "val", "train") if s != split]
         for i, name in enumerate(order):
             try:
-                ds = dataset_for(meta, data, name)
+                ds = binary_dataset_for(meta, data, name)
             except DatasetError:
                 if i == len(order) - 1:
                     raise
@@ -169,7 +169,7 @@ def export_onnx(
     if input_size is not None:  # export (and calibrate, and check) at another fixed size
         meta = dataclasses.replace(meta, input_size=(int(input_size[0]), int(input_size[1])))
     size = tuple(meta.input_size)
-    scheme = meta.quant["scheme"]
+    scheme = meta.quant.scheme
     parent = {"path": str(model_path), "sha256_16": file_digest(model_path)}
     checks = list(_frames(meta, data, check_frames, "test", seed + 1))
     if scheme != "float":
@@ -179,10 +179,10 @@ def export_onnx(
         proto = _onnx_proto(reference, size)
         out_meta = dataclasses.replace(
             meta,
-            quant={
-                **meta.quant,
-                "extra": {**meta.quant["extra"], "onnx": {"source": "pt2e", "parent": parent}, "ort_weights": POLICY},
-            },
+            quant=dataclasses.replace(
+                meta.quant,
+                extra={**meta.quant.extra, "onnx": {"source": "pt2e", "parent": parent}, "ort_weights": POLICY},
+            ),
             command=command_line(),
         )
         _save(_with_meta(proto, out_meta), out)
@@ -220,12 +220,12 @@ def export_onnx(
         "observer": "minmax",
         "per_channel": True,
         "ort_weights": POLICY,
-        "calibration": {**dataset_for(meta, data, "train").identity(), "frames": calib_frames},
+        "calibration": {**binary_dataset_for(meta, data, "train").identity(), "frames": calib_frames},
         "parent": parent,
     }
     out_meta = dataclasses.replace(
         meta,
-        quant={"scheme": "ptq", "bits": 8, "backend": "onnxruntime", "extra": extra},
+        quant=Quantization("ptq", 8, "onnxruntime", extra),
         metrics={},
         command=command_line(),
     )
@@ -274,7 +274,7 @@ def _main(args: argparse.Namespace) -> int:
     path, meta, check = export_onnx(
         model, out, args.int8, args.data, args.calib_frames, args.check_frames, args.seed, args.overwrite, size
     )
-    kind = "int8 QDQ" if meta.quant["scheme"] != "float" else "float"
+    kind = "float" if meta.quant.is_float else "int8 QDQ"
     print(
         f"wrote {path}: {kind} ONNX, {size_mb(path):.2f} MB; ONNX Runtime vs torch on {check.frames} frames: "
         f"max |logit diff| {check.max_abs_diff:.2e} (logits up to {check.max_logit:.1f}), mask IoU {check.mask_iou:.4f}"

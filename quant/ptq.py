@@ -22,9 +22,9 @@ from perception import quantized
 from perception.checkpoint import CheckpointMeta, build_from_checkpoint, save_checkpoint
 from quant.common import (
     add_common_args,
+    binary_dataset_for,
     calibration_frames,
     check_output,
-    dataset_for,
     quantized_meta,
     run_quant_cli,
     size_mb,
@@ -47,7 +47,7 @@ def quantize_ptq(
     """
     model, meta = build_from_checkpoint(model_path)
     size = tuple(meta.input_size)
-    ds = dataset_for(meta, data, split)
+    ds = binary_dataset_for(meta, data, split)
     prepared = quantized.prepare(model, size, observer, per_channel, qat=False)
     n = min(calib_frames, len(ds))
     with torch.no_grad():

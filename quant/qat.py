@@ -28,25 +28,28 @@ from torch.export import Dim
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from collect.dataset import LaneDataset
+from dataset.reader import LaneDataset
 from perception import quantized
 from perception.checkpoint import CheckpointMeta, build_from_checkpoint, load_checkpoint
-from perception.metrics import BinaryConfusion
+from perception.evaluation import evaluate
+from perception.predictor import module_predictor
 from plumbing import atomic_output
 from quant.common import (
     QuantError,
     add_common_args,
+    binary_dataset_for,
     check_output,
-    dataset_for,
     file_digest,
     quantized_meta,
     run_quant_cli,
     size_mb,
 )
 from quant.ptq import save_quantized
-from quant.train_utils import bce_loss
+from train.losses import BCELoss
 
 STATE_FORMAT = "laneloop-qat-state"
+#: BCE weight of lane pixels in fine-tuning (~4% of a frame's pixels are lane).
+POS_WEIGHT = 4.0
 LOG_FIELDS = [
     "epoch",
     "steps",
@@ -123,15 +126,6 @@ def _batches(ds: LaneDataset, cfg: QATConfig, epoch: int) -> DataLoader:
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, generator=g, num_workers=0)
 
 
-@torch.no_grad()
-def _evaluate(gm: torch.fx.GraphModule, ds: LaneDataset | Subset) -> dict[str, Any]:
-    conf = BinaryConfusion()
-    for x, y in DataLoader(ds, batch_size=8, shuffle=False):
-        pred = gm(x)[:, 0] > 0
-        conf.update_batch(pred.numpy(), y[:, 0].numpy() > 0.5)
-    return conf.compute()
-
-
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     with atomic_output(path) as tmp:
         torch.save(state, tmp)
@@ -175,14 +169,16 @@ def train_qat(
     state_path = run_dir / "last.pth"
     model, float_meta = build_from_checkpoint(model_path)
     size = tuple(float_meta.input_size)
-    train_ds = dataset_for(float_meta, data, "train")
-    val_full = dataset_for(float_meta, data, "val")
+    train_ds = binary_dataset_for(float_meta, data, "train")
+    val_full = binary_dataset_for(float_meta, data, "val")
     val_idx = torch.linspace(0, len(val_full) - 1, min(cfg.val_frames, len(val_full))).round().long().unique()
     val_ds = Subset(val_full, val_idx.tolist())
 
     torch.manual_seed(cfg.seed)
     gm = prepare_qat(model, size)
     opt = torch.optim.Adam([p for p in gm.parameters() if p.requires_grad], lr=cfg.lr)
+    loss_fn = BCELoss(POS_WEIGHT)
+    val_predictor = module_predictor(gm, float_meta, "qat (fake quant)")
     history: list[dict[str, Any]] = []
     start = 0
     parent_digest = file_digest(model_path)
@@ -217,7 +213,7 @@ def train_qat(
         for step, (x, y) in enumerate(loader):
             if step >= n_steps:
                 break
-            loss = bce_loss(gm(x), y)
+            loss = loss_fn(gm(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -226,7 +222,7 @@ def train_qat(
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         bar.close()
         _set_mode(gm, False, bn_frozen, True)
-        scores = _evaluate(gm, val_ds)
+        scores = evaluate(val_predictor, val_ds, batch_size=8)
         history.append(
             {
                 "epoch": epoch + 1,

@@ -1,8 +1,9 @@
-"""Small training helpers shared by QAT, the low-bit study and the tests.
+"""Small training helpers shared by the low-bit study and the tests.
 
-The colleague's ``train/train.py`` is the real trainer; these helpers only fine-tune or
-quickly fit a model in-process (QAT epochs, study budgets, tiny test models), with the
-same loss (BCE with logits on the lane mask) and the one IoU (`perception.metrics`).
+The colleague's ``train/train.py`` is the real trainer; these helpers only quickly fit a
+model in-process (study budgets, tiny test models), with the loss of `train.losses` (BCE
+with logits on the lane mask, lane pixels up-weighted). Scoring is
+`perception.evaluation.evaluate`'s, as everywhere.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from collect.dataset import LaneDataset
-from perception.metrics import BinaryConfusion
+from dataset.reader import LaneDataset
+from train.losses import BCELoss
 
 
 def lane_loader(
@@ -42,13 +43,6 @@ def lane_loader(
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
 
 
-def bce_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 4.0) -> torch.Tensor:
-    """BCE with logits; lane pixels are ~4% of a frame, so they are up-weighted."""
-    return nn.functional.binary_cross_entropy_with_logits(
-        logits, target, pos_weight=torch.tensor(pos_weight, device=logits.device)
-    )
-
-
 def train_steps(
     model: Callable[[torch.Tensor], torch.Tensor],
     params: Iterable[nn.Parameter],
@@ -60,11 +54,12 @@ def train_steps(
 ) -> float:
     """Adam for `steps` batches (cycling the loader); returns the mean loss of the last 20."""
     opt = torch.optim.Adam(list(params), lr=lr)
+    loss_fn = BCELoss(pos_weight)
     losses: list[float] = []
     step = 0
     while step < steps:
         for x, y in loader:
-            loss = bce_loss(model(x), y, pos_weight)
+            loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -75,13 +70,3 @@ def train_steps(
             if step >= steps:
                 break
     return float(np.mean(losses[-20:]))
-
-
-@torch.no_grad()
-def evaluate_iou(model: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader) -> dict[str, float | int]:
-    """Pooled and mean per-frame lane IoU of `model` (logits > 0) over a loader."""
-    conf = BinaryConfusion()
-    for x, y in loader:
-        for i in range(x.shape[0]):
-            conf.update((model(x[i : i + 1])[0, 0] > 0).numpy(), y[i, 0].numpy() > 0.5)
-    return conf.compute()

@@ -21,10 +21,7 @@ import dataclasses
 import hashlib
 import math
 import queue
-import re
-import signal
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from plumbing import SigtermAsInterrupt, signals_deferred
 from sim.backend import BackendBase, BackendError
-from sim.tags import remap_legacy
 from sim.types import PRESET_NAMES, CameraFrame, CameraSpec, Control, EgoState, Observation, Weather
 
 if TYPE_CHECKING:
@@ -59,141 +56,22 @@ INSTALL_HINT = "pip install 'laneloop[carla]' (the carla==0.9.16 client, Python 
 EGO_BLUEPRINT = "vehicle.lincoln.mkz_2020"
 """A fixed ego model, so that the camera height means the same thing across runs."""
 
-MAX_SUBSTEP_DT = 0.01
-"""CARLA's recommended upper bound for one physics substep (s)."""
-MAX_SUBSTEPS = 16
-"""CARLA refuses more substeps than this per tick."""
-
-# ----------------------------------------------------------------------------------------------
-# Pure functions: decoding, settings, coordinates (no server, no carla import)
-# ----------------------------------------------------------------------------------------------
-
-
-def _bgra(raw: bytes | bytearray | memoryview | np.ndarray, width: int, height: int) -> np.ndarray:
-    buf = np.frombuffer(raw, dtype=np.uint8) if not isinstance(raw, np.ndarray) else raw.reshape(-1)
-    if buf.size != width * height * 4:
-        raise BackendError(
-            f"camera buffer has {buf.size} bytes, expected {width}x{height}x4 = {width * height * 4} "
-            "(server and sensor attributes disagree)"
-        )
-    return buf.reshape(height, width, 4)
-
-
-def bgra_to_rgb(raw: bytes | bytearray | memoryview | np.ndarray, width: int, height: int) -> np.ndarray:
-    """CARLA's raw BGRA image buffer -> HxWx3 uint8 in RGB order (a copy, the buffer is reused)."""
-    return np.ascontiguousarray(_bgra(raw, width, height)[:, :, 2::-1])
-
-
-def bgra_to_labels(
-    raw: bytes | bytearray | memoryview | np.ndarray, width: int, height: int, legacy: bool = False
-) -> np.ndarray:
-    """A semantic-segmentation camera buffer -> HxW uint8 tag ids.
-
-    CARLA writes the tag into the red channel, which is index 2 of BGRA. Servers before 0.9.14
-    used another numbering; `legacy=True` maps it through the one table in `sim.tags`.
-    """
-    labels = np.ascontiguousarray(_bgra(raw, width, height)[:, :, 2])
-    return remap_legacy(labels) if legacy else labels
-
-
-def from_carla(x: float, y: float, z: float, yaw_deg: float) -> tuple[float, float, float, float]:
-    """CARLA (left-handed, yaw degrees clockwise) -> ours (right-handed, yaw radians counter-clockwise)."""
-    return float(x), -float(y), float(z), -math.radians(float(yaw_deg))
-
-
-def to_carla(x: float, y: float, z: float, yaw: float) -> tuple[float, float, float, float]:
-    """Ours -> CARLA; the exact inverse of `from_carla`."""
-    return float(x), -float(y), float(z), -math.degrees(float(yaw))
-
-
-def camera_pose(spec: CameraSpec) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """A camera's mounting in CARLA terms: ((x, y, z), (pitch, yaw, roll)) in metres and degrees.
-
-    Pitch needs no conversion: our convention is CARLA's (positive looks up).
-    """
-    x, y, z, yaw = to_carla(spec.x, spec.y, spec.z, math.radians(spec.yaw_deg))
-    return (x, y, z), (float(spec.pitch_deg), yaw, 0.0)
-
-
-def _wrap(angle: float) -> float:
-    return (angle + math.pi) % (2.0 * math.pi) - math.pi
-
-
-def lane_errors(
-    ego_x: float, ego_y: float, ego_yaw: float, lane_x: float, lane_y: float, lane_yaw: float
-) -> tuple[float, float]:
-    """(lateral offset, heading error) of the ego against a lane-centre point, in our frame.
-
-    Offset is metres to the left of the lane centre, heading error radians to the left of the lane
-    direction, wrapped to [-pi, pi).
-    """
-    dx, dy = ego_x - lane_x, ego_y - lane_y
-    lateral = -math.sin(lane_yaw) * dx + math.cos(lane_yaw) * dy
-    return lateral, _wrap(ego_yaw - lane_yaw)
-
-
-@dataclass(frozen=True)
-class SyncSettings:
-    """The world settings the backend applies (the other fields are kept as found)."""
-
-    synchronous_mode: bool
-    fixed_delta_seconds: float
-    substepping: bool
-    max_substep_delta_time: float
-    max_substeps: int
-    no_rendering_mode: bool = False
-
-
-def sync_settings(dt: float) -> SyncSettings:
-    """Synchronous settings for a tick of `dt` seconds that satisfy CARLA's substepping rule.
-
-    CARLA requires fixed_delta_seconds <= max_substep_delta_time * max_substeps with at most 16
-    substeps; physics stays stable with substeps of at most 0.01 s, so the substep is 0.01 s
-    while that fits and grows only when dt needs more than 16 of them.
-    """
-    if not (dt > 0.0 and math.isfinite(dt)):
-        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
-    substeps = max(1, math.ceil(dt / MAX_SUBSTEP_DT - 1e-9))
-    if substeps <= MAX_SUBSTEPS:
-        delta = MAX_SUBSTEP_DT
-    else:
-        substeps = MAX_SUBSTEPS
-        # Round up in the 6th decimal so that floating point never breaks the rule.
-        delta = math.ceil(dt / MAX_SUBSTEPS * 1e6) / 1e6
-    return SyncSettings(
-        synchronous_mode=True,
-        fixed_delta_seconds=float(dt),
-        substepping=True,
-        max_substep_delta_time=delta,
-        max_substeps=substeps,
-    )
-
-
-def parse_version(text: str) -> tuple[int, int, int] | None:
-    """'0.9.16', '0.9.13-dirty', '0.9.15.2' -> (major, minor, patch); None if unrecognised."""
-    m = re.search(r"(\d+)\.(\d+)\.(\d+)", text or "")
-    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
-
-
-def is_legacy_server(version: str) -> bool:
-    """True for servers older than 0.9.14, which number the semantic tags differently."""
-    v = parse_version(version)
-    return v is not None and v < (0, 9, 14)
-
-
-def same_town(map_name: str, town: str) -> bool:
-    """Whether the loaded map ('Carla/Maps/Town10HD_Opt') is the scenario's town ('Town10HD')."""
-
-    def base(name: str) -> str:
-        name = name.rsplit("/", 1)[-1]
-        return name[: -len("_Opt")] if name.endswith("_Opt") else name
-
-    return base(map_name).lower() == base(town).lower()
-
-
-# ----------------------------------------------------------------------------------------------
-# The backend
-# ----------------------------------------------------------------------------------------------
+from sim.carla_actors import connect, frame_matched, spawn_vehicles, spawn_walkers
+from sim.carla_convert import (  # noqa: F401 - re-exported, the backend's public helpers
+    MAX_SUBSTEP_DT,
+    MAX_SUBSTEPS,
+    SyncSettings,
+    bgra_to_labels,
+    bgra_to_rgb,
+    camera_pose,
+    from_carla,
+    is_legacy_server,
+    lane_errors,
+    parse_version,
+    same_town,
+    sync_settings,
+    to_carla,
+)
 
 
 @dataclass
@@ -259,20 +137,9 @@ class CarlaBackend(BackendBase):
         self._autopilot: bool | None = None
         self._last_xy: tuple[float, float] | None = None
         self._distance = 0.0
-        self._prev_sigterm: Any = None
-        self._sigterm_installed = False
+        self._sigterm = SigtermAsInterrupt()
 
-        carla = self._carla
-        try:
-            self._client = carla.Client(self.host, self.port)
-            self._client.set_timeout(self.timeout)
-            self.server_version = str(self._client.get_server_version())
-            self._world = self._client.get_world()
-        except (RuntimeError, OverflowError) as e:  # OverflowError: a port outside 0..65535
-            raise BackendError(
-                f"cannot reach the CARLA server at {self.host}:{self.port} within {self.timeout:g} s "
-                "(start it, e.g. ./CarlaUE4.sh -RenderOffScreen, or check --host/--port/--timeout)"
-            ) from e
+        self._client, self.server_version, self._world = connect(self._carla, self.host, self.port, self.timeout)
         self.client_version = str(self._client.get_client_version())
         if parse_version(self.client_version) != parse_version(self.server_version):
             warnings.warn(
@@ -291,7 +158,7 @@ class CarlaBackend(BackendBase):
             raise BackendError("the CARLA backend is closed (make a new one)")
         seed = scenario.seed if seed is None else int(seed)
         rng = np.random.default_rng(seed)
-        self._install_sigterm()
+        self._sigterm.install()
         with self._server_errors():
             self._destroy_actors()
             if scenario.map:
@@ -335,8 +202,11 @@ class CarlaBackend(BackendBase):
                 c = control.clipped()
                 self._ego.apply_control(
                     carla.VehicleControl(
-                        throttle=float(c.throttle), steer=float(c.steer), brake=float(c.brake),
-                        hand_brake=bool(c.hand_brake), reverse=bool(c.reverse),
+                        throttle=float(c.throttle),
+                        steer=float(c.steer),
+                        brake=float(c.brake),
+                        hand_brake=bool(c.hand_brake),
+                        reverse=bool(c.reverse),
                     )
                 )
             self._episode_frame += 1
@@ -353,11 +223,11 @@ class CarlaBackend(BackendBase):
             return
         self._closed = True
         try:
-            with _signals_deferred():
+            with signals_deferred():
                 self._destroy_actors()
                 self._restore_settings()
         finally:  # after the deferral, which reinstates the handlers it found
-            self._restore_sigterm()
+            self._sigterm.restore()
 
     # -- episode setup ----------------------------------------------------------------------------
 
@@ -487,9 +357,7 @@ class CarlaBackend(BackendBase):
             raise BackendError(f"no free spawn point for the ego in {scenario.place!r} (fewer NPCs?)")
         # Collision sensor: events arrive on the client's thread; keep only their frame ids.
         cbp = library.find("sensor.other.collision")
-        self._collision_sensor = self._world.spawn_actor(
-            cbp, carla.Transform(), attach_to=self._ego
-        )
+        self._collision_sensor = self._world.spawn_actor(cbp, carla.Transform(), attach_to=self._ego)
         with self._collision_lock:
             self._collisions = []
         self._collision_sensor.listen(self._on_collision)
@@ -503,9 +371,7 @@ class CarlaBackend(BackendBase):
         carla = self._carla
         for spec in specs:
             (x, y, z), (pitch, yaw, roll) = camera_pose(spec)
-            transform = carla.Transform(
-                carla.Location(x=x, y=y, z=z), carla.Rotation(pitch=pitch, yaw=yaw, roll=roll)
-            )
+            transform = carla.Transform(carla.Location(x=x, y=y, z=z), carla.Rotation(pitch=pitch, yaw=yaw, roll=roll))
             cam = _Camera(spec, None, None, queue.Queue(), queue.Queue())
             # Registered before each spawn returns, so an interrupt right now still cleans up.
             self._cameras.append(cam)
@@ -521,68 +387,15 @@ class CarlaBackend(BackendBase):
         bp.set_attribute("image_size_y", str(spec.height))
         bp.set_attribute("fov", str(spec.fov_deg))
         bp.set_attribute("sensor_tick", "0.0")
-        return self._world.spawn_actor(
-            bp, transform, attach_to=self._ego, attachment_type=carla.AttachmentType.Rigid
-        )
+        return self._world.spawn_actor(bp, transform, attach_to=self._ego, attachment_type=carla.AttachmentType.Rigid)
 
     def _spawn_npcs(self, scenario: Scenario, rng: np.random.Generator, seed: int) -> None:
-        carla = self._carla
-        library = self._world.get_blueprint_library()
         points = [p for i, p in enumerate(self._map.get_spawn_points()) if i != self._ego_spawn_index]
-        order = rng.permutation(len(points))
-        cars = sorted(
-            (b for b in library.filter("vehicle.*")
-             if not b.has_attribute("number_of_wheels") or b.get_attribute("number_of_wheels").as_int() == 4),
-            key=lambda b: b.id,
-        )
-        n = min(scenario.npc_vehicles, len(points))
-        if n and cars:
-            batch = []
-            for i in range(n):
-                bp = cars[int(rng.integers(len(cars)))]
-                if bp.has_attribute("role_name"):
-                    bp.set_attribute("role_name", "autopilot")
-                batch.append(
-                    carla.command.SpawnActor(bp, points[int(order[i])]).then(
-                        carla.command.SetAutopilot(carla.command.FutureActor, True, self.tm_port)
-                    )
-                )
-            for response in self._client.apply_batch_sync(batch, True):
-                if not response.error:
-                    self._npc_ids.append(response.actor_id)
+        spawn_vehicles(self._carla, self._client, self._world, points, scenario.npc_vehicles, rng, self.tm_port,
+                       self._npc_ids)  # fmt: skip
         if scenario.npc_walkers:
-            self._spawn_walkers(scenario.npc_walkers, rng, seed)
-
-    def _spawn_walkers(self, count: int, rng: np.random.Generator, seed: int) -> None:
-        carla = self._carla
-        library = self._world.get_blueprint_library()
-        self._world.set_pedestrians_seed(int(seed))
-        walkers = sorted(library.filter("walker.pedestrian.*"), key=lambda b: b.id)
-        if not walkers:
-            return
-        batch = []
-        for _ in range(count):
-            loc = self._world.get_random_location_from_navigation()
-            if loc is None:
-                continue
-            bp = walkers[int(rng.integers(len(walkers)))]
-            if bp.has_attribute("is_invincible"):
-                bp.set_attribute("is_invincible", "false")
-            batch.append(carla.command.SpawnActor(bp, carla.Transform(loc)))
-        ids = [r.actor_id for r in self._client.apply_batch_sync(batch, True) if not r.error]
-        self._walker_ids.extend(ids)
-        ctrl_bp = library.find("controller.ai.walker")
-        ctrl_batch = [carla.command.SpawnActor(ctrl_bp, carla.Transform(), wid) for wid in ids]
-        ctrl_ids = [r.actor_id for r in self._client.apply_batch_sync(ctrl_batch, True) if not r.error]
-        self._walker_ids.extend(ctrl_ids)
-        self._world.tick(self.timeout)
-        for ctrl in self._world.get_actors(ctrl_ids):
-            self._walker_controllers.append(ctrl)
-            ctrl.start()
-            target = self._world.get_random_location_from_navigation()
-            if target is not None:
-                ctrl.go_to_location(target)
-            ctrl.set_max_speed(1.2 + 0.4 * float(rng.random()))
+            spawn_walkers(self._carla, self._client, self._world, scenario.npc_walkers, rng, seed, self.timeout,
+                          self._walker_ids, self._walker_controllers)  # fmt: skip
 
     def _set_autopilot(self, on: bool) -> None:
         if self._autopilot == on:
@@ -605,8 +418,8 @@ class CarlaBackend(BackendBase):
         first_time: float | None = None
         cameras: dict[str, CameraFrame] = {}
         for cam in self._cameras:
-            rgb_data = self._retrieve(cam.rgb_queue, frame, f"{cam.spec.name}.rgb")
-            sem_data = self._retrieve(cam.semantic_queue, frame, f"{cam.spec.name}.semantic")
+            rgb_data = frame_matched(cam.rgb_queue, frame, f"{cam.spec.name}.rgb", self.sensor_timeout)
+            sem_data = frame_matched(cam.semantic_queue, frame, f"{cam.spec.name}.semantic", self.sensor_timeout)
             w, h = cam.spec.width, cam.spec.height
             cameras[cam.spec.name] = CameraFrame(
                 spec=cam.spec,
@@ -622,30 +435,13 @@ class CarlaBackend(BackendBase):
         if self._episode_t0 is None:
             self._episode_t0 = first_time
         return Observation(
-            frame=self._episode_frame, sim_time=first_time - self._episode_t0, ego=ego, cameras=cameras,
+            frame=self._episode_frame,
+            sim_time=first_time - self._episode_t0,
+            ego=ego,
+            cameras=cameras,
             weather=self._weather.name if self._weather else "",
             town=self._scenario.place if self._scenario else "",
         )
-
-    def _retrieve(self, q: queue.Queue, frame: int, sensor: str) -> Any:
-        """Drain one sensor's queue until it yields `frame`; older data is stale and dropped."""
-        deadline = time.monotonic() + self.sensor_timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                data = q.get(timeout=max(remaining, 0.0)) if remaining > 0 else q.get_nowait()
-            except queue.Empty:
-                raise BackendError(
-                    f"sensor {sensor!r} sent no data for frame {frame} within {self.sensor_timeout:g} s "
-                    "(server overloaded or sensor lost; try a larger --timeout)"
-                ) from None
-            if data.frame == frame:
-                return data
-            if data.frame > frame:
-                raise BackendError(
-                    f"sensor {sensor!r} skipped frame {frame} (got frame {data.frame}; "
-                    "is another client ticking this server?)"
-                )
 
     def _ego_state(self, frame: int) -> EgoState:
         carla = self._carla
@@ -669,9 +465,19 @@ class CarlaBackend(BackendBase):
             collision = any(f <= frame for f in self._collisions)
             self._collisions = [f for f in self._collisions if f > frame]
         return EgoState(
-            x=x, y=y, z=z, yaw=yaw, speed=speed, steer=float(self._ego.get_control().steer),
-            lane_id=lane_id, lane_width=lane_width, lateral_offset=offset, heading_error=heading,
-            distance=self._distance, collision=collision, in_junction=in_junction,
+            x=x,
+            y=y,
+            z=z,
+            yaw=yaw,
+            speed=speed,
+            steer=float(self._ego.get_control().steer),
+            lane_id=lane_id,
+            lane_width=lane_width,
+            lateral_offset=offset,
+            heading_error=heading,
+            distance=self._distance,
+            collision=collision,
+            in_junction=in_junction,
         )
 
     # -- cleanup ----------------------------------------------------------------------------------
@@ -721,47 +527,10 @@ class CarlaBackend(BackendBase):
         if found is None:
             return
         if self._tm is not None:
-            self._attempt("restoring the Traffic Manager's mode",
-                          lambda: self._tm.set_synchronous_mode(bool(found.synchronous_mode)))
+            self._attempt(
+                "restoring the Traffic Manager's mode",
+                lambda: self._tm.set_synchronous_mode(bool(found.synchronous_mode)),
+            )
         self._attempt("restoring the world settings", lambda: self._world.apply_settings(found))
         self._found_settings = None
         self._applied_dt = None
-
-    def _install_sigterm(self) -> None:
-        """Turn SIGTERM into KeyboardInterrupt, so the caller's Ctrl-C cleanup also runs for it."""
-        if self._sigterm_installed or threading.current_thread() is not threading.main_thread():
-            return
-        prev = signal.getsignal(signal.SIGTERM)
-        if prev not in (signal.SIG_DFL, None):
-            return  # the application handles SIGTERM itself
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-        self._prev_sigterm, self._sigterm_installed = prev, True
-
-    def _restore_sigterm(self) -> None:
-        if self._sigterm_installed and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._prev_sigterm)
-            self._sigterm_installed = False
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back while cleanup runs; re-raise as KeyboardInterrupt afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    sigs = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.getsignal(s) for s in sigs}
-    for s in sigs:
-        signal.signal(s, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
-    if caught:
-        raise KeyboardInterrupt(f"signal {signal.Signals(caught[0]).name} during cleanup")

@@ -14,6 +14,9 @@ from perception.checkpoint import (
     CheckpointError,
     CheckpointMeta,
     IncompatibleCheckpointError,
+    Normalisation,
+    Quantization,
+    Task,
     binary_task,
     build_from_checkpoint,
     check_compatible,
@@ -79,8 +82,8 @@ def test_file_is_plain_weights_only_data(tmp_path: Path) -> None:
     assert raw["meta"]["input_size"] == [160, 320]
     _, meta = load_checkpoint(path)
     assert meta.input_size == (160, 320)
-    assert meta.task == {"kind": "binary", "tags": [24]}
-    assert meta.quant["scheme"] == "float"
+    assert meta.task == binary_task() and meta.task.to_dict() == {"kind": "binary", "tags": [24]}
+    assert meta.quant.scheme == "float" and meta.quant.is_float
 
 
 def test_save_is_atomic_and_refuses_overwrite(tmp_path: Path) -> None:
@@ -202,7 +205,7 @@ def test_quantized_checkpoint_is_left_to_the_predictor(tmp_path: Path) -> None:
     }
     path = _save(tmp_path, quant=quant)
     _, meta = load_checkpoint(path)
-    assert meta.quant == quant
+    assert meta.quant.to_dict() == quant and meta.quant == Quantization(**quant)
     with pytest.raises(CheckpointError, match="ptq .*perception.predictor"):
         build_from_checkpoint(path)
 
@@ -222,3 +225,84 @@ def test_check_compatible(tmp_path: Path) -> None:
     with pytest.raises(IncompatibleCheckpointError, match="trained at 160x320.*256x256"):
         check_compatible(binary, input_size=(256, 256))
     assert issubclass(IncompatibleCheckpointError, CheckpointError)
+    check_compatible(binary, lanes=True)
+    check_compatible(multi, lanes=True)  # RoadLine is one of its classes
+    with pytest.raises(IncompatibleCheckpointError, match="not lane markings"):
+        check_compatible(CheckpointMeta(arch="unet", task=binary_task([6])), lanes=True)
+    no_lanes = CheckpointMeta(arch="unet", arch_kwargs={"num_classes": 2}, task=multiclass_task([1, 14]))
+    with pytest.raises(IncompatibleCheckpointError, match="not lane markings"):
+        check_compatible(no_lanes, lanes=True)
+
+
+# ----------------------------------------------------------------------------- typed metadata
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.mark.parametrize("name", ["unet_float.pth", "unet_ptq.pth", "unet_qat.pth"])
+def test_shipped_checkpoints_keep_their_stored_metadata(name: str) -> None:
+    """Typed metadata reads the shipped files and writes back exactly the stored dict:
+    same keys, same order, same values, so files saved now load in older laneloop."""
+    import json
+
+    raw = torch.load(MODELS / name, weights_only=True)["meta"]
+    meta = CheckpointMeta.from_dict(raw)
+    assert isinstance(meta.task, Task) and isinstance(meta.normalisation, Normalisation)
+    assert isinstance(meta.quant, Quantization) and meta.quant.scheme == name[5:-4]
+    assert json.dumps(meta.to_dict()) == json.dumps(raw)
+
+
+def test_onnx_metadata_round_trips() -> None:
+    import json
+
+    onnx = pytest.importorskip("onnx")
+    props = {p.key: p.value for p in onnx.load(str(MODELS / "unet_qat.onnx"), load_external_data=False).metadata_props}
+    stored = props["laneloop.meta"]
+    assert json.dumps(CheckpointMeta.from_dict(json.loads(stored)).to_dict()) == stored
+
+
+def test_saved_metadata_is_the_old_dict_form(tmp_path: Path) -> None:
+    model = _tiny_unet(num_classes=2)
+    path = _save(tmp_path, model, task=multiclass_task([1, 24]), normalisation=Normalisation((0.5,) * 3, (0.25,) * 3))
+    raw = torch.load(path, weights_only=True)["meta"]
+    assert raw["task"] == {"kind": "multiclass", "tags": [1, 24]}
+    assert raw["normalisation"] == {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    assert raw["quant"] == {"scheme": "float", "bits": 32, "backend": None, "extra": {}}
+    assert list(raw) == [
+        "arch", "arch_kwargs", "task", "input_size", "normalisation", "quant",
+        "data", "metrics", "command", "created", "format_version",
+    ]  # fmt: skip
+
+
+def test_typed_metadata_checks_itself() -> None:
+    assert Task.from_dict({"kind": "binary", "tags": [24]}) == binary_task()
+    assert binary_task([6, 7]).tags == (6, 7) and binary_task().lane_channel == 0
+    assert multiclass_task([1, 24, 14]).lane_channel == 1 and multiclass_task([1, 14]).lane_channel is None
+    with pytest.raises(ValueError, match="task kind"):
+        Task("semantic", (1,))
+    with pytest.raises(ValueError, match="non-empty list of ints"):
+        binary_task([])
+    with pytest.raises(ValueError, match="distinct"):
+        multiclass_task([1, 1])
+    with pytest.raises(ValueError, match="exactly the keys kind, tags"):
+        Task.from_dict({"kind": "binary", "tags": [24], "extra": 1})
+    with pytest.raises(ValueError, match="std must be > 0"):
+        Normalisation((0.0,) * 3, (1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match=r"normalisation must be"):
+        Normalisation.from_dict({"mean": [0, 0], "std": [1, 1, 1]})
+    with pytest.raises(ValueError, match="put anything else in extra"):
+        Quantization.from_dict({"scheme": "ptq", "bits": 8, "backend": None, "extra": {}, "observer": "minmax"})
+    with pytest.raises(ValueError, match="bits must be a positive int"):
+        Quantization("ptq", 0)
+    # the stored dict form is accepted by the constructor and parsed into the typed form
+    meta = CheckpointMeta(arch="unet", quant={"scheme": "qat", "bits": 8, "backend": "x86", "extra": {"qat": True}})
+    assert meta.quant == Quantization("qat", 8, "x86", {"qat": True}) and not meta.quant.is_float
+
+
+def test_malformed_stored_metadata_is_one_line(tmp_path: Path) -> None:
+    path = _save(tmp_path)
+    payload = torch.load(path, weights_only=True)
+    payload["meta"]["task"] = {"kind": "binary"}
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="malformed metadata: task must have exactly the keys kind, tags"):
+        load_checkpoint(path)

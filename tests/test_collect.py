@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 import torch
 
-from collect.dataset import IGNORE_INDEX, LaneDataset
-from collect.format import (
+from collect.record import assign_splits, episode_scenario, main, parse_split
+from dataset.format import (
     DatasetError,
     encode_label_png,
     read_index,
     read_manifest,
     write_index,
 )
-from collect.record import assign_splits, episode_scenario, main, parse_split
-from collect.validate import main as validate_main
-from collect.validate import validate
+from dataset.reader import IGNORE_INDEX, LaneDataset
+from dataset.validate import main as validate_main
+from dataset.validate import validate
 from sim.backend import make_backend
 from sim.tags import ROAD_LINE
 
@@ -297,7 +297,7 @@ def test_full_disk_keeps_complete_frames_and_resumes(
 ) -> None:
     import errno
 
-    import collect.writer as writer
+    import dataset.writer as writer
 
     real = writer.atomic_write_bytes
     calls = {"n": 0}
@@ -322,8 +322,8 @@ def test_full_disk_keeps_complete_frames_and_resumes(
 
 
 def test_preview_contact_sheet(small: Path, tmp_path: Path) -> None:
-    from collect.format import read_rgb
-    from collect.preview import main as preview_main
+    from dataset.format import read_rgb
+    from dataset.preview import main as preview_main
 
     sheet = tmp_path / "sheet.png"
     assert preview_main([str(small), "--out", str(sheet), "--frames", "4"]) == 0

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from collect.cityscapes_labels import ANNOTATED_TAGS, CITYSCAPES_TO_CARLA
-from collect.dataset import IGNORE_INDEX, LaneDataset
-from collect.format import DatasetError, read_index, read_labels, read_manifest, read_rgb
 from collect.import_cityscapes import main as cityscapes_main
 from collect.import_culane import main as culane_main
 from collect.import_tusimple import main as tusimple_main
-from collect.importers import lane_mask
-from collect.validate import validate
+from collect.importers.lanes import lane_mask
+from dataset.format import DatasetError, read_index, read_labels, read_manifest, read_rgb
+from dataset.reader import IGNORE_INDEX, LaneDataset
+from dataset.validate import validate
 from sim.tags import IDS, ROAD_LINE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -469,10 +469,46 @@ def test_culane_errors(culane, tmp_path: Path, capsys: pytest.CaptureFixture[str
     _no_leftovers(tmp_path)
 
 
+def test_one_cli_for_every_source_and_the_old_commands_forward(
+    tusimple, culane, cityscapes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m collect.importers NAME` offers each registered source; the old per-dataset
+    commands write the very same folder (manifest timestamps aside)."""
+    from collect.importers.cli import main as importers_main
+    from collect.importers.registry import SOURCES
+
+    assert sorted(SOURCES) == ["cityscapes", "culane", "tusimple"]
+    runs = {
+        "tusimple": (tusimple_main, [str(tusimple[0]), "--size", "36x64"]),
+        "culane": (culane_main, [str(culane[0]), "--list", "list/test.txt"]),
+        "cityscapes": (cityscapes_main, [str(cityscapes), "--size", "32x64"]),
+    }
+    for name, (old_main, argv) in runs.items():
+        new, old = tmp_path / f"{name}_new", tmp_path / f"{name}_old"
+        assert importers_main([name, *argv, "--out", str(new), "--no-progress"]) == 0
+        assert old_main([*argv, "--out", str(old), "--no-progress"]) == 0
+        files = sorted(p.relative_to(new) for p in new.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(old) for p in old.rglob("*") if p.is_file())
+        for rel in files:
+            if rel.name != "manifest.json":
+                assert (new / rel).read_bytes() == (old / rel).read_bytes(), rel
+        a, b = read_manifest(new).to_dict(), read_manifest(old).to_dict()
+        for d in (a, b):
+            d.pop("created"), d.pop("updated")
+        assert a == b and a["source"]["importer"] == f"collect.import_{name}"
+        _assert_valid(new)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        importers_main(["kitti", str(cityscapes), "--out", str(tmp_path / "k")])
+    assert e.value.code == 2 and "invalid choice: 'kitti'" in capsys.readouterr().err
+
+
 def test_interrupt_leaves_nothing_and_overwrite_keeps_foreign_files(tusimple, tmp_path: Path) -> None:
     import argparse
 
-    from collect.importers import SourceFrame, import_frames, run_import_cli
+    from collect.importers.cli import run_import_cli
+    from collect.importers.convert import import_frames
+    from collect.importers.source import SourceFrame
 
     root, _ = tusimple
     out = tmp_path / "ts"
@@ -513,7 +549,7 @@ def test_evaluate_accepts_imported_folders(
     assert tusimple_main([str(tusimple[0]), "--out", str(ts), "--size", "32x64", "--no-progress"]) == 0
     torch.manual_seed(0)
     for name, task in (("bin", binary_task()), ("multi", multiclass_task([1, 11, 14]))):
-        model = build_model("unet", num_classes=len(task["tags"]) if name == "multi" else 1, depth=2, base_width=4)
+        model = build_model("unet", num_classes=task.num_classes, depth=2, base_width=4)
         meta = CheckpointMeta.for_model(model, task=task, input_size=(32, 64))
         save_checkpoint(tmp_path / f"{name}.pth", model, meta)
     capsys.readouterr()

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from collect.dataset import LaneDataset
 from collect.record import main as record_main
+from dataset.reader import LaneDataset
 from perception import quantized
 from perception.checkpoint import CheckpointError, CheckpointMeta, binary_task, load_checkpoint, save_checkpoint
 from perception.models import build_model
@@ -266,11 +266,11 @@ def onnx_int8(float_ckpt: Path, ptq_ckpt: Path, data: Path) -> dict[str, Path]:
     """The two int8 ONNX files of quant/export.py: ORT static quantization and the PT2E graph."""
     out = float_ckpt.parent / "onnx_int8"
     ort_q, meta, _ = export_mod.export_onnx(float_ckpt, out / "q.onnx", int8=True, data=data, calib_frames=24)
-    assert meta.quant["scheme"] == "ptq" and meta.quant["backend"] == "onnxruntime"
+    assert meta.quant.scheme == "ptq" and meta.quant.backend == "onnxruntime"
     pt2e, pt2e_meta, check = export_mod.export_onnx(ptq_ckpt, out / "pt2e.onnx", data=data)
     assert check.mask_iou >= AGREE  # ORT runs the PT2E int8 graph as torch does
     for m in (meta, pt2e_meta):  # the weight rule is in the file
-        assert "uint8" in m.quant["extra"]["ort_weights"] and "VNNI" in m.quant["extra"]["ort_weights"]
+        assert "uint8" in m.quant.extra["ort_weights"] and "VNNI" in m.quant.extra["ort_weights"]
     return {"ort": ort_q, "pt2e": pt2e}
 
 
@@ -369,7 +369,7 @@ def test_onnx_int8_agrees_with_float_on_an_avx2_cpu_without_vnni(
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res == {"cpu_class": "avx2", "plan": "u8"}
-    want = np.concatenate([float_pred.run_normalised(x[None]) for x in xs])
+    want = np.concatenate([float_pred.logits_batch(x[None]) for x in xs])
     for key in onnx_int8:
         auto, stored = np.load(tmp_path / f"{key}_auto.npy"), np.load(tmp_path / f"{key}_s8.npy")
         assert mask_iou(auto > 0, want > 0) >= AGREE
@@ -402,7 +402,8 @@ def test_scheme_mismatch_and_corrupt_files_fail_clearly(
         load_predictor(bad)
     # a file whose recipe says per-tensor weights: the rebuilt graph does not match its tensors
     state, meta = load_checkpoint(ptq_ckpt)
-    lying = dataclasses.replace(meta, quant={**meta.quant, "extra": {**meta.quant["extra"], "per_channel": False}})
+    per_tensor = dataclasses.replace(meta.quant, extra={**meta.quant.extra, "per_channel": False})
+    lying = dataclasses.replace(meta, quant=per_tensor)
     save_checkpoint(tmp_path / "lying.pth", state, lying)
     with pytest.raises(CheckpointError, match="another torch|do not match|rebuilt graph"):
         quantized.load_quantized(tmp_path / "lying.pth")

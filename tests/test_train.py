@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import train.train as train_mod
-from collect.dataset import IGNORE_INDEX, LaneDataset
 from collect.record import main as record_main
-from perception.checkpoint import build_from_checkpoint, load_checkpoint
+from dataset.reader import IGNORE_INDEX, LaneDataset
+from perception.checkpoint import Task, build_from_checkpoint, load_checkpoint
 from perception.metrics import BinaryConfusion
 from train.augment import AugmentConfig, AugmentedDataset, PairedAugment, affine_theta, warp_pair
 from train.evaluate import evaluate_checkpoint
@@ -202,9 +202,9 @@ def test_training_reduces_loss_and_writes_checkpoints(run3: Path, data: Path) ->
         torch.load(run3 / name, weights_only=True)  # the safe loader reads both
         model, meta = build_from_checkpoint(run3 / name)
         assert meta.arch == "unet" and meta.arch_kwargs["base_width"] == 4
-        assert meta.task == {"kind": "binary", "tags": [24]}
+        assert meta.task == Task("binary", (24,))
         assert tuple(meta.input_size) == (64, 128)
-        assert meta.normalisation == LaneDataset(data, "train").normalisation
+        assert meta.normalisation.to_dict() == LaneDataset(data, "train").normalisation
         assert meta.data["roots"] == [str(data)] and str(data) in meta.data["manifests"]
         assert meta.data["train"]["frames"] == 16 and meta.data["val"]["frames"] == 8
         assert meta.command.startswith("python train/train.py --data")
@@ -270,7 +270,7 @@ def test_multiclass_run(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "multi"
     assert _train(data, out, "--epochs", "1", "--tags", "1,24,14", "--loss", "ce") == 0
     _, meta = load_checkpoint(out / "last.pth")
-    assert meta.task == {"kind": "multiclass", "tags": [1, 24, 14]} and meta.arch_kwargs["num_classes"] == 3
+    assert meta.task.to_dict() == {"kind": "multiclass", "tags": [1, 24, 14]} and meta.arch_kwargs["num_classes"] == 3
     result = evaluate_checkpoint(out / "last.pth", [str(data)], "test")
     assert len(result["per_class_iou"]) == 3 and 0 <= result["iou"] <= 1
 

@@ -1,6 +1,6 @@
 """Paired image/label augmentation for training: geometric moves both, photometric the image.
 
-Works on the tensors `collect.dataset.LaneDataset` returns (image 3xHxW normalised with the
+Works on the tensors `dataset.reader.LaneDataset` returns (image 3xHxW normalised with the
 dataset's mean/std; target 1xHxW float {0, 1} for the binary task or HxW int64 class
 indices for the multi-class one), after they are made, so one recipe serves every task.
 
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-IGNORE_INDEX = 255  # collect.dataset.IGNORE_INDEX: multi-class pixels that count nowhere
+IGNORE_INDEX = 255  # dataset.reader.IGNORE_INDEX: multi-class pixels that count nowhere
 
 # RGB <-> YIQ (NTSC): Y is luma, (I, Q) the chroma plane a hue shift rotates.
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])

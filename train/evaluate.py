@@ -12,9 +12,14 @@ Numbers (binary lane task), all from `perception.metrics`, the one IoU of the pr
   "zero IoU from noise") nor a 1: it is left out of the mean per-frame IoU and reported as
   a count. A frame with no true lane pixel but some predicted scores IoU 0.
 
-Multi-class checkpoints report the mean IoU over classes and the IoU of each class.
-Quantized (PTQ / QAT int8) checkpoints run through their compiled int8 graph
-(`perception.quantized`), frame by frame.
+On imported TuSimple / CULane folders (`--metrics auto`, the default) binary checkpoints also
+report TuSimple accuracy / FP / FN, CULane F1 and F1 @3px (train/real_metrics.py,
+docs/real_frames.md). Multi-class checkpoints report the mean IoU over classes and the IoU of each class.
+The model file is loaded by `perception.predictor.load_predictor`, the one loader, and
+scored by `perception.evaluation.evaluate`, the one evaluation (training, QAT and
+quant/compare.py use it too). Float checkpoints run eager, a batch per call; quantized
+(PTQ / QAT int8) ones through their compiled int8 graph, and ONNX files through their
+runtime, frame by frame.
 """
 
 from __future__ import annotations
@@ -28,136 +33,26 @@ if __package__ in (None, ""):  # run as `python train/evaluate.py`: make the pac
 import argparse
 import json
 import logging
-import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from collect.dataset import IGNORE_INDEX, LaneDataset
-from collect.format import DatasetError, atomic_write_bytes, encode_label_png, encode_rgb_png
-from perception.checkpoint import CheckpointError, CheckpointMeta, build_from_checkpoint, load_checkpoint
-from perception.metrics import BinaryConfusion, ConfusionMatrix
+from dataset.format import DatasetError, encode_label_png, encode_rgb_png
+from dataset.reader import LaneDataset, dataset_for
+from perception.checkpoint import CheckpointError
+from perception.evaluation import OnBatch, evaluate
+from perception.predictor import load_predictor
+from plumbing import atomic_write_bytes
 
 log = logging.getLogger("train.evaluate")
-
-#: images N x 3 x H x W (normalised) -> logits N x C x H x W.
-Predict = Callable[[torch.Tensor], torch.Tensor]
-#: (dataset indices of the batch, images, targets, predictions) -> None; e.g. writes PNGs.
-OnBatch = Callable[[range, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 RUNTIMES = ("torch", "onnx", "openvino", "tensorrt", "auto")
 
 
-def predictions(logits: torch.Tensor) -> torch.Tensor:
-    """Hard predictions: bool N x 1 x H x W (logit > 0) for one channel, else class indices."""
-    return logits > 0 if logits.shape[1] == 1 else logits.argmax(dim=1)
-
-
-@torch.inference_mode()
-def score(
-    predict: Predict,
-    loader: DataLoader,
-    task: str,
-    num_classes: int = 1,
-    loss_fn: nn.Module | None = None,
-    on_batch: OnBatch | None = None,
-) -> dict[str, Any]:
-    """Run `predict` over `loader` and return the metrics (and the mean loss if `loss_fn`).
-
-    The loader must not shuffle when `on_batch` needs dataset indices. Binary results
-    carry every field of `BinaryConfusion.compute`; multi-class ones the mean IoU as
-    ``iou`` plus ``per_class_iou`` and ``pixel_accuracy`` (precision/recall are NaN).
-    """
-    binary = task == "binary"
-    confusion: BinaryConfusion | ConfusionMatrix = (
-        BinaryConfusion() if binary else ConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
-    )
-    loss_sum, seen = 0.0, 0
-    for images, targets in loader:
-        logits = predict(images)
-        if loss_fn is not None:
-            loss_sum += float(loss_fn(logits, targets)) * len(images)
-        pred = predictions(logits)
-        if binary:
-            confusion.update_batch(pred, targets > 0.5)
-        else:
-            confusion.update(pred, targets)
-        if on_batch is not None:
-            on_batch(range(seen, seen + len(images)), images, targets, pred)
-        seen += len(images)
-    if binary:
-        out: dict[str, Any] = confusion.compute()
-    else:
-        mc = confusion.compute()
-        out = {
-            "iou": mc["miou"],
-            "per_class_iou": mc["per_class_iou"],
-            "pixel_accuracy": mc["pixel_accuracy"],
-            "precision": math.nan,
-            "recall": math.nan,
-            "frames": seen,
-        }
-    out["loss"] = loss_sum / seen if loss_fn is not None and seen else math.nan
-    return out
-
-
-def load_predict(path: str | Path, runtime: str = "torch") -> tuple[Predict, CheckpointMeta]:
-    """The model of checkpoint `path` as a `Predict` function, with its metadata.
-
-    Float checkpoints are rebuilt with `build_from_checkpoint`. Quantized ones need
-    `perception.predictor.load_predictor`; this is the one place to call it from.
-    """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r} (choose one of: {', '.join(RUNTIMES)})")
-    if runtime in ("onnx", "openvino", "tensorrt", "auto"):
-        from perception.predictor import load_predictor
-
-        # An .onnx file from quant/export.py (float or int8 QDQ), or a float .pth exported on the fly.
-        pred = load_predictor(path, runtime=runtime, threads=torch.get_num_threads())
-
-        def run_onnx(images: torch.Tensor) -> torch.Tensor:
-            logits = [pred.run_normalised(images[i : i + 1].numpy()) for i in range(len(images))]
-            return torch.from_numpy(np.concatenate(logits))
-
-        return run_onnx, pred.meta
-    _, meta = load_checkpoint(path)
-    if meta.quant["scheme"] != "float":
-        from perception import quantized
-        from perception.predictor import compile_frozen
-
-        # The int8 graph is exported for one frame at the checkpoint's input size: run the
-        # batch frame by frame through the compiled int8 kernels.
-        graph = compile_frozen(quantized.load_for_inference(path, input_size=tuple(meta.input_size)))
-
-        def predict(images: torch.Tensor) -> torch.Tensor:
-            return torch.cat([graph(images[i : i + 1].contiguous()) for i in range(len(images))])
-
-        return predict, meta
-    model, meta = build_from_checkpoint(path)
-    return model.eval(), meta
-
-
-def dataset_for(meta: CheckpointMeta, roots: list[str], split: str) -> LaneDataset:
-    """The split of `roots` the way the checkpoint expects it: its task, input size, normalisation."""
-    return LaneDataset(
-        roots,
-        split=split,
-        tags=meta.task["tags"],
-        task=meta.task["kind"],
-        size=tuple(meta.input_size),
-        mean=meta.normalisation["mean"],
-        std=meta.normalisation["std"],
-    )
-
-
 def prediction_writer(dataset: LaneDataset, out: Path) -> OnBatch:
     """`OnBatch` that writes, per frame, ``<id>_pred.png`` (predicted tag ids, the label
-    format of collect/) and ``<id>_overlay.png`` (binary: true positives green, false
+    format of dataset/) and ``<id>_overlay.png`` (binary: true positives green, false
     positives red, misses blue; multi-class: predicted class colours blended)."""
     from sim.tags import PALETTE
 
@@ -166,14 +61,14 @@ def prediction_writer(dataset: LaneDataset, out: Path) -> OnBatch:
     mean = torch.tensor(dataset.mean).view(3, 1, 1)
     std = torch.tensor(dataset.std).view(3, 1, 1)
 
-    def write(indices: range, images: torch.Tensor, targets: torch.Tensor, pred: torch.Tensor) -> None:
+    def write(indices: range, images: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor) -> None:
         for k, i in enumerate(indices):
             root, row = dataset.items[i]
             name = f"{root.name}_{row['id']}" if len(dataset.roots) > 1 else row["id"]
             rgb = ((images[k] * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
             if dataset.task == "binary":
                 p = pred[k, 0].numpy()
-                t = targets[k, 0].numpy() > 0.5
+                t = truth[k, 0].numpy()
                 tag_map = np.where(p, tags[0], 0).astype(np.uint8)
                 overlay = rgb.copy()
                 overlay[p & t] = (0, 255, 0)
@@ -196,24 +91,45 @@ def evaluate_checkpoint(
     runtime: str = "torch",
     save_predictions: str | Path | None = None,
     progress: bool = False,
+    metrics: str = "auto",
 ) -> dict[str, Any]:
-    """Metrics of a checkpoint on a dataset split (see the module doc for their rules)."""
-    predict, meta = load_predict(model_path, runtime)
+    """Metrics of a checkpoint on a dataset split (see the module doc for their rules);
+    `metrics` adds the real lane metrics (train/real_metrics.py: auto, pixel or real).
+
+    The model is loaded by `perception.predictor.load_predictor` (with the torch runtime:
+    int8 graphs compiled, float models eager) and scored by `perception.evaluation.evaluate`.
+    """
+    from train.real_metrics import chain, real_scorer
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r} (choose one of: {', '.join(RUNTIMES)})")
+    # torch: float eager (the reference numbers), int8 compiled; auto keeps its compiled candidates
+    compile = "int8" if runtime == "torch" else True
+    predictor = load_predictor(model_path, runtime=runtime, threads=torch.get_num_threads(), compile=compile)
+    meta = predictor.meta
     dataset = dataset_for(meta, roots, split)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    real, real_why = real_scorer(dataset, meta.task.kind, metrics)
     on_batch = prediction_writer(dataset, Path(save_predictions)) if save_predictions else None
-    batches = tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False)
-    result = score(predict, batches, meta.task["kind"], meta.num_classes, on_batch=on_batch)
-    result.pop("loss")
+    on_batch = chain(on_batch, real.on_batch if real else None)
+    result = evaluate(predictor, dataset, batch_size=batch_size, on_batch=on_batch, progress=progress)
     result.update(model=str(model_path), data=[str(r) for r in roots], split=split, runtime=runtime)
-    result["task"] = meta.task
+    result["task"] = meta.task.to_dict()
     result["input_size"] = list(meta.input_size)
+    if real is not None:
+        result["real_lanes"] = real.compute()
+    elif real_why:
+        result["real_lanes_skipped"] = real_why
     return result
 
 
 def format_result(r: dict[str, Any]) -> str:
     """Human-readable summary of `evaluate_checkpoint`'s result."""
     if r["task"]["kind"] == "binary":
+        from train.real_metrics import format_real
+
+        real = format_real(r["real_lanes"]) if "real_lanes" in r else []
+        if r.get("real_lanes_skipped"):
+            real = [f"no real lane metrics: {r['real_lanes_skipped']}"]
         return "\n".join(
             [
                 f"dataset IoU        {r['iou']:.4f}   (pixels pooled over {r['frames']} frames)",
@@ -224,6 +140,7 @@ def format_result(r: dict[str, Any]) -> str:
                 f"F1                 {r['f1']:.4f}",
                 f"empty frames       {r['empty_frames']}        "
                 "(no lane in truth nor prediction: no IoU, counted apart)",
+                *real,
             ]
         )
     per_class = ", ".join(f"{t}: {v:.3f}" for t, v in zip(r["task"]["tags"], r["per_class_iou"], strict=True))
@@ -248,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default 8)")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch", help="inference runtime (default torch)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: all cores)")
+    p.add_argument(
+        "--metrics",
+        choices=("auto", "pixel", "real"),
+        default="auto",
+        help="real: also TuSimple accuracy, CULane F1, F1 @3px (imported TuSimple/CULane folders; auto: when "
+        "every folder is one); pixel: IoU only (default auto)",
+    )
     p.add_argument("--save-predictions", metavar="DIR", help="write predicted label and overlay PNGs here")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
@@ -267,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             raise FileExistsError(f"{args.json} exists (pass --overwrite to replace it)")
         result = evaluate_checkpoint(
             args.model, args.data, args.split, args.batch_size, args.runtime, args.save_predictions,
-            progress=not args.no_progress and sys.stderr.isatty(),
+            progress=not args.no_progress and sys.stderr.isatty(), metrics=args.metrics,
         )  # fmt: skip
     except (CheckpointError, DatasetError, ValueError, OSError) as e:
         if args.debug:

@@ -3,9 +3,9 @@ CE+Dice) for the multi-class one.
 
 Every loss maps ``(logits, target)`` to a scalar:
 
-- binary: logits N x 1 x H x W, target float N x 1 x H x W of {0, 1} (`collect.dataset`);
+- binary: logits N x 1 x H x W, target float N x 1 x H x W of {0, 1} (`dataset.reader`);
 - multi-class: logits N x C x H x W, target int64 N x H x W of class indices, where
-  ``ignore_index`` (255, `collect.dataset.IGNORE_INDEX`) marks pixels that count nowhere.
+  ``ignore_index`` (255, `dataset.reader.IGNORE_INDEX`) marks pixels that count nowhere.
 
 Why several: lane markings are ~3 % of the pixels. Plain BCE is dominated by the easy
 background and under-predicts thin, distant markings; ``pos_weight`` (BCE) re-weights
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = 255  # same value as collect.dataset.IGNORE_INDEX (kept here: losses do not import data code)
+IGNORE_INDEX = 255  # same value as dataset.reader.IGNORE_INDEX (kept here: losses do not import data code)
 
 
 def _check_binary(logits: torch.Tensor, target: torch.Tensor, name: str) -> None:

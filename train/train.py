@@ -4,7 +4,7 @@
 
 (docs/training.md has the recording and training commands of the reference result.)
 
-Reads the "train" and "val" splits of the dataset folders (`collect.dataset.LaneDataset`),
+Reads the "train" and "val" splits of the dataset folders (`dataset.reader.LaneDataset`),
 trains with AdamW and a cosine or one-cycle schedule stepped per batch, scores the val
 split after every epoch with `perception.metrics` and writes, in ``--out``:
 
@@ -44,13 +44,21 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from collect.dataset import LaneDataset
-from collect.format import MANIFEST_NAME, DatasetError
-from perception.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
+from dataset.format import MANIFEST_NAME, DatasetError
+from dataset.reader import LaneDataset
+from perception.checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    Normalisation,
+    Task,
+    load_checkpoint,
+    save_checkpoint,
+)
+from perception.evaluation import evaluate
 from perception.models import build_model
-from plumbing import atomic_output, interrupt_on_signals, progress_bar
+from perception.predictor import module_predictor
+from plumbing import atomic_output, interrupt_on_signals, parse_size, progress_bar
 from train.augment import AugmentedDataset, PairedAugment
-from train.evaluate import score
 from train.losses import LOSSES, build_loss
 
 log = logging.getLogger("train")
@@ -85,16 +93,6 @@ class UsageError(ValueError):
 
 
 # ----------------------------------------------------------------------------- pieces
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'160x320' (height x width) -> (160, 320); None stays None (the recorded size)."""
-    if text is None:
-        return None
-    h, sep, w = text.lower().partition("x")
-    if not sep or not h.isdigit() or not w.isdigit() or int(h) < 1 or int(w) < 1:
-        raise UsageError(f"bad --size {text!r} (write height x width, e.g. 160x320)")
-    return int(h), int(w)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -196,10 +194,13 @@ def train_one_epoch(
     return total / max(batches, 1)
 
 
-def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, task: str, num_classes: int) -> dict[str, Any]:
-    """Val loss and metrics (`train.evaluate.score`, i.e. perception.metrics) in eval mode."""
+def validate(
+    model: nn.Module, meta: CheckpointMeta, val_set: LaneDataset, loss_fn: nn.Module, batch_size: int, workers: int
+) -> dict[str, Any]:
+    """Val loss and metrics in eval mode, by `perception.evaluation.evaluate` (the scoring
+    of train/evaluate.py, QAT and quant/compare.py)."""
     model.eval()
-    return score(model, loader, task, num_classes, loss_fn=loss_fn)
+    return evaluate(module_predictor(model, meta), val_set, batch_size=batch_size, workers=workers, loss_fn=loss_fn)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -267,7 +268,11 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--lr must be > 0 and --weight-decay >= 0")
     settings = {k: getattr(args, k) for k in RUN_SETTINGS}
     settings["arch_kwargs"] = arch_kwargs
-    parse_size(settings["size"])
+    if settings["size"] is not None:
+        try:
+            parse_size(settings["size"])
+        except ValueError as e:
+            raise UsageError(f"--size: {e}") from None
     return settings
 
 
@@ -332,7 +337,7 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    size = parse_size(settings["size"])
+    size = None if settings["size"] is None else parse_size(settings["size"])  # None: the recorded size
     train_set = LaneDataset(settings["data"], split="train", tags=settings["tags"], size=size)
     val_set = LaneDataset(settings["data"], split="val", tags=settings["tags"], size=size)
     task, num_classes = train_set.task, train_set.num_classes
@@ -356,7 +361,6 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
         generator=order,
         num_workers=args.workers,
     )
-    val_loader = DataLoader(val_set, batch_size=settings["batch_size"], shuffle=False, num_workers=args.workers)
 
     arch_kwargs = dict(settings["arch_kwargs"])
     if arch_kwargs.setdefault("num_classes", num_classes) != num_classes:
@@ -385,9 +389,9 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
     tb = tensorboard_writer(out)
     meta = CheckpointMeta.for_model(
         model,
-        task=train_set.task_dict,
+        task=Task.from_dict(train_set.task_dict),
         input_size=train_set.image_size,
-        normalisation=train_set.normalisation,
+        normalisation=Normalisation.from_dict(train_set.normalisation),
         data=data_identity(train_set, val_set),
         command=command,
     )
@@ -399,7 +403,7 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
         if isinstance(train_data, AugmentedDataset):
             train_data.set_epoch(epoch)
         train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, epoch, progress)
-        val = evaluate(model, val_loader, loss_fn, task, num_classes)
+        val = validate(model, meta, val_set, loss_fn, settings["batch_size"], args.workers)
         row = {
             "epoch": epoch + 1,
             "train_loss": train_loss,

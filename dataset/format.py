@@ -85,7 +85,7 @@ class Manifest:
     tags: dict[str, list] = field(
         default_factory=lambda: {str(i): [name, list(rgb)] for i, (name, rgb) in TAGS.items()}
     )
-    # Optional, for frames imported from a real dataset (collect/importers.py); absent from
+    # Optional, for frames imported from a real dataset (collect/importers/); absent from
     # the JSON when None, so simulator recordings keep the keys older readers know.
     source: dict[str, Any] | None = None  # dataset, origin, label rules, notes, id -> source file
     annotated_tags: list[int] | None = None  # tags the labels define; None: all (a simulator labels every pixel)

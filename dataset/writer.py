@@ -21,13 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from collect.format import (
+from dataset.format import (
     INDEX_NAME,
     LABEL_DIR,
     MANIFEST_NAME,
-    N_TAGS,
     RGB_DIR,
-    SPLITS,
     STATUS_COMPLETE,
     STATUS_RECORDING,
     TMP_SUFFIX,
@@ -44,6 +42,7 @@ from collect.format import (
     write_index,
     write_manifest,
 )
+from dataset.stats import split_counts, tag_totals
 from plumbing import atomic_write_bytes
 from sim.tags import ROAD_LINE
 from sim.types import Observation
@@ -294,21 +293,6 @@ def check_new_root(root: str | Path, overwrite: bool = False) -> bool:
     return True
 
 
-def split_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Frames per split (every split of SPLITS listed, zeros included)."""
-    counts = dict.fromkeys(SPLITS, 0)
-    for r in rows:
-        counts[r["split"]] = counts.get(r["split"], 0) + 1
-    return counts
-
-
-def tag_totals(rows: list[dict[str, Any]]) -> np.ndarray:
-    """Pixels per tag id summed over rows."""
-    if not rows:
-        return np.zeros(N_TAGS, dtype=np.int64)
-    return np.asarray([r["tag_pixels"] for r in rows], dtype=np.int64).sum(axis=0)
-
-
 def remove_dataset(root: Path) -> None:
     """Delete a dataset's own files (index and images first, manifest last), nothing else."""
     (root / INDEX_NAME).unlink(missing_ok=True)
@@ -327,6 +311,4 @@ __all__ = [
     "WriterError",
     "WriterTimes",
     "remove_dataset",
-    "split_counts",
-    "tag_totals",
 ]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from collect.format import (
+from dataset.format import (
     INDEX_NAME,
     SPLITS,
     STATUS_COMPLETE,
@@ -30,7 +30,7 @@ from collect.format import (
     read_manifest,
     read_rgb,
 )
-from perception.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+from perception.checkpoint import IMAGENET_MEAN, IMAGENET_STD, CheckpointMeta
 from sim.tags import LANE_TAGS, NAMES, parse_tags
 
 IGNORE_INDEX = 255
@@ -108,7 +108,7 @@ class LaneDataset(Dataset):
                 r = missing[0]
                 raise DatasetError(
                     f"{root}: the index names {len(missing)} frame(s) whose files are missing, e.g. "
-                    f"{r['id']} ({r['rgb']}); check it with: python -m collect.validate {root}"
+                    f"{r['id']} ({r['rgb']}); check it with: python -m dataset.validate {root}"
                 )
             self.manifests.append(manifest)
             self.items += [(root, r) for r in rows]
@@ -161,7 +161,7 @@ class LaneDataset(Dataset):
             return read_rgb(root / row["rgb"]), read_labels(root / row["label"])
         except (OSError, ValueError) as e:
             raise DatasetError(
-                f"{root}: frame {row['id']} unreadable ({e}); check it with: python -m collect.validate {root}"
+                f"{root}: frame {row['id']} unreadable ({e}); check it with: python -m dataset.validate {root}"
             ) from None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,6 +181,26 @@ class LaneDataset(Dataset):
         return torch.from_numpy(image), torch.from_numpy(target.astype(np.int64))
 
 
+def dataset_for(
+    meta: CheckpointMeta,
+    roots: str | Path | Sequence[str | Path],
+    split: str | Sequence[str],
+    size: tuple[int, int] | None = None,
+) -> LaneDataset:
+    """The split of `roots` the way the checkpoint's model expects it: its task and tags, its
+    input size (or `size`), its normalisation; so evaluation, calibration and fine-tuning see
+    exactly what the model was trained on."""
+    return LaneDataset(
+        roots,
+        split=split,
+        tags=list(meta.task.tags),
+        task=meta.task.kind,
+        size=size or tuple(meta.input_size),
+        mean=list(meta.normalisation.mean),
+        std=list(meta.normalisation.std),
+    )
+
+
 def _unannotated_message(root: Path, manifest: Manifest, lacking: list[int]) -> str:
     """Why a task cannot be scored on an imported dataset, and which tags it can."""
     names = ", ".join(f"{NAMES.get(t, '?')} ({t})" for t in lacking)
@@ -193,4 +213,4 @@ def _unannotated_message(root: Path, manifest: Manifest, lacking: list[int]) -> 
     )
 
 
-__all__ = ["IGNORE_INDEX", "LaneDataset", "Transform"]
+__all__ = ["IGNORE_INDEX", "LaneDataset", "Transform", "dataset_for"]
