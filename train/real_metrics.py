@@ -104,7 +104,10 @@ def real_scorer(dataset: Any, task_kind: str, mode: str = "auto") -> tuple[RealL
     if task_kind != "binary":
         why = "the real lane metrics need a binary lane checkpoint"
     elif not all(has_label_lanes(m) for m in dataset.manifests):
-        why = "the real lane metrics need imported TuSimple or CULane folders (collect.importers tusimple|culane)"
+        why = (
+            "the real lane metrics need imported TuSimple or CULane folders (collect.importers tusimple|culane) "
+            "or recordings with lane instances (collect/record.py --lane-labels)"
+        )
     if not why:
         try:
             return RealLaneScorer(dataset), ""
