@@ -390,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lane-labels",
         action="store_true",
         help="also store each frame's lane boundaries in TuSimple form, for train/evaluate.py --metrics real "
-        "(embedded backend; about 20 ms a frame)",
+        "(embedded backend; a few ms a frame; docs/real_frames.md)",
     )
     g.add_argument("--workers", type=int, default=2, help="PNG writer threads (default 2)")
     g.add_argument(
