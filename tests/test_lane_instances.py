@@ -114,6 +114,7 @@ def test_recording_with_lanes_scores_like_tusimple(tmp_path: Path) -> None:
     from dataset.format import read_index, read_manifest
     from dataset.reader import LaneDataset
     from dataset.validate import validate
+    from dataset.writer import DatasetWriter
     from train.real_metrics import score_set, thin_labels
 
     out = tmp_path / "d"
@@ -128,6 +129,8 @@ def test_recording_with_lanes_scores_like_tusimple(tmp_path: Path) -> None:
     assert np.allclose(m.lane_instances["h_samples"], frame_rows(m.height))
     rows = read_index(out)
     assert all(len(json.loads(r["lanes"])) >= 1 for r in rows)
+    DatasetWriter.open(out).close()  # a resume keeps the lanes of the frames it keeps
+    assert [r["lanes"] for r in read_index(out)] == [r["lanes"] for r in rows]
     labels = LabelLanes(m, out)
     assert labels[rows[0]["id"]].size == (m.height, m.width)
     ds = LaneDataset([out], split="test", size=(m.height, m.width))
@@ -140,3 +143,12 @@ def test_recording_with_lanes_scores_like_tusimple(tmp_path: Path) -> None:
     t = t.set_column(t.column_names.index("lanes"), "lanes", [["[[1.0]]"] * len(t)])
     pq.write_table(t, out / "index.parquet")
     assert any("lanes is not a list" in d for d in validate(out).defects)
+
+
+def test_lane_labels_need_the_embedded_backend() -> None:
+    from collect.record import plan_recording
+    from scenarios.schema import load_scenario
+
+    with pytest.raises(ValueError, match="embedded backend"):
+        plan_recording(load_scenario("town03_clear"), backend="carla", frames=2, lane_labels=True)
+    assert plan_recording(load_scenario("town03_clear"), frames=2).lane_instances is None
