@@ -105,6 +105,8 @@ def network_boundaries(network: Any) -> list[Boundary]:
                 kind = "double"
                 break
         pts = _resample(pts, SAMPLE_M)
+        if len(pts) < 2:  # a zero-length mark
+            continue
         out.append(Boundary(pts, kind, m.color, pts.min(axis=0), pts.max(axis=0)))
     try:
         network._lane_boundaries = out  # built once per network (pickled maps simply rebuild it)

@@ -61,6 +61,7 @@ def test_cross_streets_and_double_lines() -> None:
     cross = Marking(np.stack([np.full_like(xs, 30.0), xs], 1), "solid")  # perpendicular: not a lane
     net = _straight_net([0.15, -0.15], kind="solid")
     net.markings.append(cross)
+    net.markings.append(Marking(np.array([[5.0, 1.0], [5.0, 1.0]]), "solid"))  # zero length (OpenDRIVE has some)
     fl = frame_lanes(net, 0.0, 0.0, 0.0, spec)
     assert fl.kinds == ("double",)  # the pair is one boundary, at their middle
     ok = np.isfinite(fl.xs[0])
