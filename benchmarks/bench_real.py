@@ -12,6 +12,13 @@ TuSimple accuracy / FP / FN and CULane F1 of the lanes `perception.mask_lanes` f
 mask (train/real_metrics.py). A last row per set is a check of the decoder, not a model: the
 label lanes drawn 2 px wide at 160x320 (a perfect thin marking mask) as the prediction.
 Without the dev frames it prints one line and exits 0.
+
+`--sim DIR` (repeatable) adds simulator recordings made with `collect/record.py --lane-labels`
+(their test split), scored the same way against the lane boundaries the simulator stored
+(docs/real_frames.md, "Simulated frames, scored the same way"); `--model NAME` keeps only
+those rows of MODELS.
+
+    PYTHONPATH=. python benchmarks/bench_real.py --threads 2 --model unet_float --sim data/town03_lanes
 """
 
 from __future__ import annotations
@@ -79,7 +86,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [head]
     for r in rows:
         cells = [
-            f"{r['frames']} {SET_NAMES[r['set']]}",
+            f"{r['frames']} {SET_NAMES.get(r['set'], r['set'])}",
             r["model"],
             _f(r["pixel_iou"]),
             *(_f(r[k], 2) for k in ("precision_3px", "recall_3px", "f1_3px")),
@@ -97,16 +104,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--models", default=str(ROOT / "models"), help="folder of the shipped models")
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    p.add_argument("--sim", action="append", default=[], metavar="DIR", help="a recording with --lane-labels")
+    p.add_argument("--model", action="append", choices=[m[0] for m in MODELS], help="only these models")
     args = p.parse_args(argv)
     root = dev_root()
-    if root is None:
+    if root is None and not args.sim:
         print(f"skipped: no real dev frames (../shared/data/real-lanes-dev beside the project, or ${DEV_ENV})")
         return 0
     print(cpu_info().describe())
     rows = []
     with tempfile.TemporaryDirectory(prefix="laneloop-real-") as tmp:
-        sets = {k: LaneDataset(v, split="test", size=SIZE) for k, v in import_dev_sets(Path(tmp), root, SIZE).items()}
-        for name, file, runtime in MODELS:
+        dev = import_dev_sets(Path(tmp), root, SIZE) if root is not None else {}
+        sets = {k: LaneDataset(v, split="test", size=SIZE) for k, v in dev.items()}
+        for d in args.sim:
+            sets[f"sim {Path(d).name}"] = LaneDataset(d, split="test", size=SIZE)
+        for name, file, runtime in (m for m in MODELS if not args.model or m[0] in args.model):
             predictor = load_predictor(Path(args.models) / file, runtime=runtime, threads=args.threads)
             for set_name, ds in sets.items():
                 r = score_set(ds, lambda s, i, rgb, label, pr=predictor: pr.predict(rgb))
@@ -114,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {set_name} {name} ({predictor.description or runtime}): F1 @3px {r['tolerant']['f1']:.3f}")
         for set_name, ds in sets.items():
             rows.append(row(set_name, len(ds), DECODER_CHECK, score_set(ds, thin_labels)))
-    rows.sort(key=lambda r: list(SET_NAMES).index(r["set"]))
+    order = list(sets)
+    rows.sort(key=lambda r: order.index(r["set"]))
     print(f"\n{table(rows)}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

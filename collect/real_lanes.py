@@ -4,12 +4,15 @@ The lane metrics (`perception.lane_metrics`) need lane instances, but an importe
 stores only the drawn masks, at the imported size. Its manifest does say where each frame
 came from (`source.origin`, `source.files`: frame id -> source file, and for TuSimple the label
 files), so the lanes are read from there, in source-image pixels, when they are scored. This
-keeps the dataset format as it is (lanes in the format itself belong to the simulator's lane
-labels, issue 19 item 2); the price is that the source folder must still be where it was
+keeps the dataset format as it is for imports; the price is that the source folder must still be where it was
 imported from, else `LaneLabelError` says so.
 
 TuSimple lanes keep their own rows (`h_samples`) and x values (NaN where TuSimple has -2);
 CULane lanes are their `.lines.txt` points, and their x at TuSimple-like rows is interpolated.
+
+Simulator recordings made with `collect/record.py --lane-labels` carry their lanes in the
+dataset itself (the index's `lanes` column, TuSimple form at the manifest's `h_samples`;
+sim/lane_instances.py), so they are scored exactly like an imported TuSimple folder.
 """
 
 from __future__ import annotations
@@ -99,10 +102,45 @@ def _culane(image: Path) -> list[np.ndarray]:
     return lanes
 
 
+def _simulated(manifest: Any, root: str | Path) -> dict[str, FrameLanes]:
+    """Frame id -> `FrameLanes` of a recording with lane instances (the index's `lanes` column)."""
+    from dataset.format import LANES_COLUMN, DatasetError, read_index
+
+    spec = manifest.lane_instances
+    rows = np.asarray(spec.get("h_samples", []), dtype=np.float64)
+    size = (int(manifest.height), int(manifest.width))
+    try:
+        index = read_index(root)
+    except DatasetError as e:
+        raise LaneLabelError(str(e)) from None
+    out = {}
+    for r in index:
+        try:
+            lanes = json.loads(r.get(LANES_COLUMN) or "null")
+        except ValueError:
+            lanes = None
+        if not isinstance(lanes, list) or any(not isinstance(x, list) or len(x) != len(rows) for x in lanes):
+            raise LaneLabelError(
+                f"{root}: frame {r['id']} has no valid lane instances for {len(rows)} rows "
+                "(re-record it with --lane-labels)"
+            )
+        xs = [np.where(np.asarray(x, np.float64) < 0, np.nan, np.asarray(x, np.float64)) for x in lanes]
+        xs = [x for x in xs if np.isfinite(x).any()]
+        polylines = tuple(np.stack([x, rows], axis=1)[np.isfinite(x)] for x in xs)
+        out[r["id"]] = FrameLanes(size, polylines, rows, tuple(xs))
+    return out
+
+
 class LabelLanes:
-    """Frame id -> `FrameLanes` of one imported dataset, read lazily from its source folder."""
+    """Frame id -> `FrameLanes` of one imported dataset, read lazily from its source folder, or
+    of a simulator recording with lane instances (`lane_instances` in its manifest), from its index."""
 
     def __init__(self, manifest: Any, root: str | Path = "") -> None:
+        self._cache: dict[str, FrameLanes] = {}
+        if getattr(manifest, "lane_instances", None):
+            self.dataset = "simulator"
+            self._cache = _simulated(manifest, root)
+            return
         source = getattr(manifest, "source", None) or {}
         self.dataset = source.get("dataset")
         where = f"{root}: " if root else ""
@@ -118,11 +156,12 @@ class LabelLanes:
             )
         self.files: dict[str, str] = dict(source.get("files", {}))
         self._tusimple = _tusimple(self.origin, source) if self.dataset == "tusimple" else {}
-        self._cache: dict[str, FrameLanes] = {}
 
     def __getitem__(self, frame_id: str) -> FrameLanes:
         if frame_id in self._cache:
             return self._cache[frame_id]
+        if self.dataset == "simulator":
+            raise LaneLabelError(f"frame {frame_id} is not in the dataset's index")
         name = self.files.get(frame_id)
         if name is None:
             raise LaneLabelError(f"frame {frame_id} has no source file in the manifest (re-import the dataset)")
@@ -144,7 +183,10 @@ class LabelLanes:
 
 
 def has_label_lanes(manifest: Any) -> bool:
-    """True for a dataset imported from TuSimple or CULane (whether its source is still there or not)."""
+    """True for a dataset imported from TuSimple or CULane (whether its source is still there or
+    not) and for a simulator recording with lane instances (collect/record.py --lane-labels)."""
+    if getattr(manifest, "lane_instances", None):
+        return True
     return (getattr(manifest, "source", None) or {}).get("dataset") in LANE_DATASETS
 
 

@@ -145,13 +145,18 @@ def plan_recording(
     weather: str | None = "cycle",
     seed: int | None = None,
     split: str | dict[str, float] = DEFAULT_SPLIT,
+    lane_labels: bool = False,
 ) -> Manifest:
     """The manifest of a new recording: the episodes with their seeds, weathers and splits.
 
     `frames` is the total, spread over `episodes`; `episode_frames` (if given) is per episode.
     `weather`: a preset name, "cycle" (one preset per episode, WEATHER_CYCLE), or None for the
     scenario's own weather(s). Only the scenario's first camera is recorded.
+    `lane_labels`: every frame also carries its lane boundaries (sim/lane_instances.py; the
+    embedded backend only, which knows the road geometry).
     """
+    if lane_labels and backend != "embedded":
+        raise ValueError("--lane-labels needs the embedded backend (it reads the road network's geometry)")
     if every < 1:
         raise ValueError(f"--every must be >= 1, got {every}")
     if episodes < 1:
@@ -192,7 +197,23 @@ def plan_recording(
         camera=asdict(scenario.cameras[0]),
         episodes=plans,
         split_fractions=fractions,
+        lane_instances=lane_instance_spec(scenario.cameras[0]) if lane_labels else None,
     )
+
+
+def lane_instance_spec(camera: Any) -> dict[str, Any]:
+    """The manifest's `lane_instances` entry: TuSimple's rows at this camera's height."""
+    from sim.lane_instances import RANGE_M, frame_rows
+
+    return {"format": "tusimple", "h_samples": frame_rows(camera.height).tolist(), "range_m": RANGE_M}
+
+
+def frame_lane_labels(sim: Any, obs: Any, range_m: float) -> list[list[float]]:
+    """The lane boundaries of `obs` in TuSimple form, from the embedded backend's road network."""
+    from sim.lane_instances import frame_lanes
+
+    cam, ego = obs.camera, obs.ego
+    return frame_lanes(sim.town.network, ego.x, ego.y, ego.yaw, cam.spec, cam.labels, range_m).to_tusimple()
 
 
 def episode_scenario(manifest: Manifest, plan: EpisodePlan) -> Scenario:
@@ -281,7 +302,10 @@ def record(
                 if (plan.episode, frame) in writer.done:
                     continue
                 weather = obs.weather or scenario.weather_at(tick).name
-                writer.add(plan.episode, frame, tick, obs, weather=weather)
+                lanes = None
+                if manifest.lane_instances is not None:
+                    lanes = frame_lane_labels(sim, obs, float(manifest.lane_instances["range_m"]))
+                writer.add(plan.episode, frame, tick, obs, weather=weather, lanes=lanes)
                 result.new_frames += 1
                 if bar is not None:
                     bar.update(1)
@@ -362,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="finish the recording in --out with the settings in its manifest (other flags ignored)",
     )
     g.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+    g.add_argument(
+        "--lane-labels",
+        action="store_true",
+        help="also store each frame's lane boundaries in TuSimple form, for train/evaluate.py --metrics real "
+        "(embedded backend; a few ms a frame; docs/real_frames.md)",
+    )
     g.add_argument("--workers", type=int, default=2, help="PNG writer threads (default 2)")
     g.add_argument(
         "--flush-every",
@@ -427,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                     weather=weather,
                     seed=args.seed,
                     split=args.split,
+                    lane_labels=args.lane_labels,
                 )
             backend_kwargs = {}
             backend_name = manifest.backend if manifest else read_manifest(out).backend

@@ -89,6 +89,9 @@ class Manifest:
     # the JSON when None, so simulator recordings keep the keys older readers know.
     source: dict[str, Any] | None = None  # dataset, origin, label rules, notes, id -> source file
     annotated_tags: list[int] | None = None  # tags the labels define; None: all (a simulator labels every pixel)
+    # Optional: the index's `lanes` column holds each frame's lane boundaries (sim/lane_instances.py):
+    # {"format": "tusimple", "h_samples": rows of the frame, "range_m": visibility range}.
+    lane_instances: dict[str, Any] | None = None
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     created: float = field(default_factory=time.time)
@@ -146,7 +149,7 @@ class Manifest:
             raise DatasetError(f"{where}: malformed manifest ({e}); re-record the dataset") from None
 
 
-_OPTIONAL_KEYS = ("source", "annotated_tags")
+_OPTIONAL_KEYS = ("source", "annotated_tags", "lane_instances")
 
 
 def read_manifest(root: str | Path) -> Manifest:
@@ -198,6 +201,9 @@ INDEX_SCHEMA = pa.schema(
     ]
 )
 INDEX_COLUMNS: tuple[str, ...] = tuple(INDEX_SCHEMA.names)
+#: Optional column of datasets whose manifest has `lane_instances`: per frame a JSON list of
+#: lanes, each the x of a lane boundary at the manifest's h_samples, -2 where absent (TuSimple's form).
+LANES_COLUMN = "lanes"
 
 
 def frame_id(episode: int, frame: int) -> str:
@@ -220,7 +226,10 @@ def tag_histogram(labels: np.ndarray) -> np.ndarray:
 
 def write_index(root: str | Path, rows: list[dict[str, Any]]) -> None:
     """Atomically replace the index with `rows` (each a dict of INDEX_COLUMNS)."""
-    table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    schema = INDEX_SCHEMA
+    if rows and LANES_COLUMN in rows[0]:
+        schema = schema.append(pa.field(LANES_COLUMN, pa.string()))
+    table = pa.Table.from_pylist(rows, schema=schema)
     with atomic_output(Path(root) / INDEX_NAME, fsync=True) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
@@ -237,7 +246,8 @@ def read_index(root: str | Path) -> list[dict[str, Any]]:
     missing = [c for c in INDEX_COLUMNS if c not in table.column_names]
     if missing:
         raise DatasetError(f"{path}: index lacks column {missing[0]!r} (written by another tool?)")
-    return table.select(list(INDEX_COLUMNS)).to_pylist()
+    extra = [LANES_COLUMN] if LANES_COLUMN in table.column_names else []
+    return table.select(list(INDEX_COLUMNS) + extra).to_pylist()
 
 
 # ----------------------------------------------------------------------------- files
@@ -305,6 +315,7 @@ __all__ = [
     "DatasetError",
     "EpisodePlan",
     "FORMAT_VERSION",
+    "LANES_COLUMN",
     "INDEX_COLUMNS",
     "INDEX_NAME",
     "INDEX_SCHEMA",

@@ -13,6 +13,7 @@ recording leaves them; `record.py --resume` cleans them up).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from typing import Any
 from dataset.format import (
     INDEX_NAME,
     LABEL_DIR,
+    LANES_COLUMN,
     RGB_DIR,
     SPLITS,
     STATUS_COMPLETE,
@@ -95,6 +97,27 @@ def _check_frame(root: Path, row: dict[str, Any], width: int, height: int) -> li
     return out
 
 
+def _check_lanes(manifest: Manifest, rows: list[dict[str, Any]]) -> list[str]:
+    """Lane instances (manifest `lane_instances`): every frame has a JSON list of lanes, one x per h_samples row."""
+    spec = manifest.lane_instances
+    if spec is None:
+        return []
+    n = len(spec.get("h_samples", []))
+    if spec.get("format") != "tusimple" or n == 0:
+        return [f"manifest lane_instances {spec!r} is not TuSimple rows (re-record with --lane-labels)"]
+    out = []
+    for r in rows:
+        try:
+            lanes = json.loads(r.get(LANES_COLUMN) or "null")
+        except ValueError:
+            lanes = None
+        if not isinstance(lanes, list) or any(
+            not isinstance(x, list) or len(x) != n or not all(isinstance(v, (int, float)) for v in x) for x in lanes
+        ):
+            out.append(f"{r['id']}: lanes is not a list of lanes of {n} x values (the manifest has lane instances)")
+    return out
+
+
 def validate(root: str | Path, workers: int = 2) -> ValidationReport:
     """Check one dataset folder; never raises for a defect, reports it."""
     root = Path(root)
@@ -133,6 +156,8 @@ def validate(root: str | Path, workers: int = 2) -> ValidationReport:
             report.defects.append(f"episode {e} is in several splits ({', '.join(sorted(splits))}): splits overlap")
         elif e in plan and splits != {plan[e].split}:
             report.defects.append(f"episode {e} is in {next(iter(splits))}, the manifest plans {plan[e].split}")
+
+    report.defects += _check_lanes(manifest, rows)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for problems in pool.map(lambda r: _check_frame(root, r, manifest.width, manifest.height), rows):

@@ -11,6 +11,7 @@ written.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections import deque
@@ -24,6 +25,7 @@ import numpy as np
 from dataset.format import (
     INDEX_NAME,
     LABEL_DIR,
+    LANES_COLUMN,
     MANIFEST_NAME,
     RGB_DIR,
     STATUS_COMPLETE,
@@ -158,8 +160,17 @@ class DatasetWriter:
         plan = self.manifest.episodes[episode]
         return all((episode, f) in self.done for f in range(plan.frames))
 
-    def add(self, episode: int, frame: int, tick: int, obs: Observation, weather: str | None = None) -> None:
-        """Queue one frame (the first camera of `obs`); returns before the files are written."""
+    def add(
+        self,
+        episode: int,
+        frame: int,
+        tick: int,
+        obs: Observation,
+        weather: str | None = None,
+        lanes: list[list[float]] | None = None,
+    ) -> None:
+        """Queue one frame (the first camera of `obs`); returns before the files are written.
+        `lanes`: its lane boundaries in TuSimple form (a dataset whose manifest has `lane_instances`)."""
         self._check_open()
         if (episode, frame) in self.done:
             return
@@ -195,6 +206,8 @@ class DatasetWriter:
             "rgb": rgb_rel,
             "label": label_rel,
         }
+        if self.manifest.lane_instances is not None:
+            row[LANES_COLUMN] = json.dumps(lanes if lanes is not None else [])
         # The backend may reuse its buffers on the next step: hand the pool copies.
         fut = self._pool.submit(
             _encode_and_write,

@@ -12,6 +12,7 @@ conventions: pitch positive looks up, yaw positive turns the camera left.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -37,4 +38,16 @@ def pixel_rays(u: np.ndarray, v: np.ndarray, width: float, height: float, focal:
     return np.stack([(u - width / 2.0) / focal, (v - height / 2.0) / focal, np.ones_like(u)], -1)
 
 
-__all__ = ["optical_to_vehicle", "pixel_rays"]
+def world_to_optical(spec: Any, x: float, y: float, yaw: float) -> tuple[np.ndarray, np.ndarray]:
+    """(R world->optical, camera centre in the world [m]) of camera `spec` (a `CameraSpec`:
+    mounting x, y, z, pitch_deg, yaw_deg) on an ego at (x, y, yaw) [m, rad] on the ground.
+    The same pose as the embedded renderer's (tested), for the lane labels of a frame."""
+    cz, sz = math.cos(yaw), math.sin(yaw)
+    centre = np.array([x + cz * spec.x - sz * spec.y, y + sz * spec.x + cz * spec.y, spec.z])
+    yaw_c = yaw + math.radians(spec.yaw_deg)
+    c2, s2 = math.cos(yaw_c), math.sin(yaw_c)
+    rz = np.array([[c2, -s2, 0.0], [s2, c2, 0.0], [0.0, 0.0, 1.0]])
+    return (rz @ optical_to_vehicle(spec.pitch_deg)).T, centre
+
+
+__all__ = ["optical_to_vehicle", "pixel_rays", "world_to_optical"]

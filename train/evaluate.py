@@ -12,9 +12,10 @@ Numbers (binary lane task), all from `perception.metrics`, the one IoU of the pr
   "zero IoU from noise") nor a 1: it is left out of the mean per-frame IoU and reported as
   a count. A frame with no true lane pixel but some predicted scores IoU 0.
 
-On imported TuSimple / CULane folders (`--metrics auto`, the default) binary checkpoints also
-report TuSimple accuracy / FP / FN, CULane F1 and F1 @3px (train/real_metrics.py,
-docs/real_frames.md). Multi-class checkpoints report the mean IoU over classes and the IoU of each class.
+On imported TuSimple / CULane folders and on recordings made with `collect/record.py
+--lane-labels` (`--metrics auto`, the default) binary checkpoints also report TuSimple
+accuracy / FP / FN, CULane F1 and F1 @3px (train/real_metrics.py, docs/real_frames.md).
+Multi-class checkpoints report the mean IoU over classes and the IoU of each class.
 The model file is loaded by `perception.predictor.load_predictor`, the one loader, and
 scored by `perception.evaluation.evaluate`, the one evaluation (training, QAT and
 quant/compare.py use it too). Float checkpoints run eager, a batch per call; quantized
@@ -169,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         choices=("auto", "pixel", "real"),
         default="auto",
-        help="real: also TuSimple accuracy, CULane F1, F1 @3px (imported TuSimple/CULane folders; auto: when "
-        "every folder is one); pixel: IoU only (default auto)",
+        help="real: also TuSimple accuracy, CULane F1, F1 @3px (imported TuSimple/CULane folders or recordings "
+        "with --lane-labels; auto: when every folder is one); pixel: IoU only (default auto)",
     )
     p.add_argument("--save-predictions", metavar="DIR", help="write predicted label and overlay PNGs here")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")

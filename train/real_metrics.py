@@ -1,5 +1,6 @@
 """Real-frame lane metrics for `train/evaluate.py`: the datasets' own scores on imported
-TuSimple / CULane folders (`perception.lane_metrics`), from the model's binary mask.
+TuSimple / CULane folders (`perception.lane_metrics`), from the model's binary mask; simulator
+recordings with lane instances (`collect/record.py --lane-labels`) are scored the same way.
 
 Per frame, at the model's input size: pixel IoU and the tolerant pixel scores against the
 imported mask; then the mask's lanes (`perception.mask_lanes`), mapped to source-image pixels,
@@ -8,7 +9,7 @@ accuracy / FP / FN and CULane F1. Both lane metrics run on both datasets (TuSimp
 20 px, CULane's 30 px, scaled to each image's size), so sets can be compared in one table.
 
 `--metrics auto` (the default) adds them when every folder is an imported TuSimple or CULane
-dataset and the task is binary; `real` requires them; `pixel` leaves them out.
+dataset or a recording with lane instances and the task is binary; `real` requires them; `pixel` leaves them out.
 """
 
 from __future__ import annotations
@@ -104,7 +105,10 @@ def real_scorer(dataset: Any, task_kind: str, mode: str = "auto") -> tuple[RealL
     if task_kind != "binary":
         why = "the real lane metrics need a binary lane checkpoint"
     elif not all(has_label_lanes(m) for m in dataset.manifests):
-        why = "the real lane metrics need imported TuSimple or CULane folders (collect.importers tusimple|culane)"
+        why = (
+            "the real lane metrics need imported TuSimple or CULane folders (collect.importers tusimple|culane) "
+            "or recordings with lane instances (collect/record.py --lane-labels)"
+        )
     if not why:
         try:
             return RealLaneScorer(dataset), ""
