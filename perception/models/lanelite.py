@@ -37,7 +37,7 @@ class Downsampler(nn.Module):
     """Halve H and W: [3x3 stride-2 conv-bn-relu (out - in channels) | 2x2 max-pool], concatenated.
 
     ERFNet puts one BN + ReLU after the concatenation; here the BN sits on the conv branch, so it
-    folds into the conv: OpenVINO 2025's CPU plugin crashes (segfault) compiling the int8 QDQ
+    folds into the conv: OpenVINO 2026.4's CPU plugin crashes (segfault) compiling the int8 QDQ
     graph of a BN after such a concat, and the pooled branch is already a ReLU output past the
     first block.
     """
