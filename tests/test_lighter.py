@@ -102,52 +102,6 @@ def test_light_designs_cost_under_an_eighth_of_unet_w16(arch: str, kwargs: dict)
     assert count_params(model) < 0.15 * count_params(build_model("unet"))
 
 
-# ----------------------------------------------------------------------------- int8 paths
-
-
-@pytest.fixture(scope="module", params=[("unet_ds", {"base_width": 8, "depth": 3}), ("lanelite", {"width": 8})])
-def light_ckpt(request, data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    arch, kwargs = request.param
-    return _fit(arch, kwargs, data, tmp_path_factory.mktemp(arch) / "float.pth", steps=60)
-
-
-def test_light_model_on_every_int8_path(light_ckpt: Path, data: Path) -> None:
-    frames = [LaneDataset(data, split="test", tags=ROAD).load(i)[0] for i in range(8)]
-    float_pred = load_predictor(light_ckpt, threads=1, compile=False)
-    want = np.stack([float_pred.predict(f) for f in frames])
-    assert 0.05 < want.mean() < 0.95  # a trained, non-trivial model: agreement means something
-
-    # torch PT2E PTQ (X86InductorQuantizer), saved and reloaded through the predictor
-    gm, meta = ptq_mod.quantize_ptq(light_ckpt, data, calib_frames=16)
-    ptq_path = ptq_mod.save_quantized(light_ckpt.with_name("ptq.pth"), gm, meta)
-    ptq_pred = load_predictor(ptq_path, threads=1, compile=False)
-    assert ptq_pred.scheme == "ptq"
-    assert _mask_iou(np.stack([ptq_pred.predict(f) for f in frames]), want) >= 0.97
-
-    # QAT: fake quant trains (gradients flow) and converts
-    model, _ = build_from_checkpoint(light_ckpt)
-    prepared = quantized.prepare(model, SIZE, "minmax", True, qat=True)
-    prepared(torch.randn(1, 3, *SIZE)).mean().backward()  # exported at batch 1
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in prepared.parameters())
-    qat = quantized.convert(prepared, qat=True)
-    assert any(n.target == torch.ops.quantized_decomposed.quantize_per_tensor.default for n in qat.graph.nodes)
-
-    # ONNX int8 QDQ by ONNX Runtime static quantization (the PT2E graph's QDQ export is the
-    # same exporter on the same ops; left out to keep this test cheap)
-    ort_path, ort_meta, _ = export_mod.export_onnx(
-        light_ckpt, light_ckpt.parent / "q.onnx", int8=True, data=data, calib_frames=16
-    )
-    assert ort_meta.quant.backend == "onnxruntime"
-    ort_pred = load_predictor(ort_path, runtime="onnx", threads=1)
-    got = np.stack([ort_pred.predict(f) for f in frames])
-    assert _mask_iou(got, want) >= 0.97
-
-    # OpenVINO runs the same int8 QDQ file
-    pytest.importorskip("openvino", reason="OpenVINO not installed (pip install 'laneloop[openvino]')")
-    ov_pred = load_predictor(ort_path, runtime="openvino", threads=1)
-    assert _mask_iou(np.stack([ov_pred.predict(f) for f in frames]), got) >= 0.97
-
-
 # ----------------------------------------------------------------------------- pruning
 
 
@@ -244,3 +198,50 @@ def test_train_with_teacher_uses_and_records_the_term(data: Path, tmp_path: Path
     assert run(tmp_path / "bad", *student, "--tags", "1", "--teacher", str(teacher)) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: teacher") and "--tags" in err[-1]
+
+
+# ----------------------------------------------------------------------------- int8 paths
+
+
+@pytest.fixture(scope="module", params=[("unet_ds", {"base_width": 8, "depth": 3}), ("lanelite", {"width": 8})])
+def light_ckpt(request, data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    arch, kwargs = request.param
+    return _fit(arch, kwargs, data, tmp_path_factory.mktemp(arch) / "float.pth", steps=60)
+
+
+def test_light_model_on_every_int8_path(light_ckpt: Path, data: Path) -> None:
+    frames = [LaneDataset(data, split="test", tags=ROAD).load(i)[0] for i in range(8)]
+    float_pred = load_predictor(light_ckpt, threads=1, compile=False)
+    want = np.stack([float_pred.predict(f) for f in frames])
+    assert 0.05 < want.mean() < 0.95  # a trained, non-trivial model: agreement means something
+
+    # torch PT2E PTQ (X86InductorQuantizer), saved and reloaded through the predictor
+    gm, meta = ptq_mod.quantize_ptq(light_ckpt, data, calib_frames=16)
+    ptq_path = ptq_mod.save_quantized(light_ckpt.with_name("ptq.pth"), gm, meta)
+    ptq_pred = load_predictor(ptq_path, threads=1, compile=False)
+    assert ptq_pred.scheme == "ptq"
+    assert _mask_iou(np.stack([ptq_pred.predict(f) for f in frames]), want) >= 0.97
+
+    # QAT: fake quant trains (gradients flow) and converts
+    model, _ = build_from_checkpoint(light_ckpt)
+    prepared = quantized.prepare(model, SIZE, "minmax", True, qat=True)
+    prepared(torch.randn(1, 3, *SIZE)).mean().backward()  # exported at batch 1
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in prepared.parameters())
+    qat = quantized.convert(prepared, qat=True)
+    assert any(n.target == torch.ops.quantized_decomposed.quantize_per_tensor.default for n in qat.graph.nodes)
+
+    # ONNX int8 QDQ by ONNX Runtime static quantization (the PT2E graph's QDQ export is the
+    # same exporter on the same ops; left out to keep this test cheap)
+    ort_path, ort_meta, _ = export_mod.export_onnx(
+        light_ckpt, light_ckpt.parent / "q.onnx", int8=True, data=data, calib_frames=16
+    )
+    assert ort_meta.quant.backend == "onnxruntime"
+    ort_pred = load_predictor(ort_path, runtime="onnx", threads=1)
+    got = np.stack([ort_pred.predict(f) for f in frames])
+    assert _mask_iou(got, want) >= 0.97
+
+    # OpenVINO runs the same int8 QDQ file
+    pytest.importorskip("openvino", reason="OpenVINO not installed (pip install 'laneloop[openvino]')")
+    ov_pred = load_predictor(ort_path, runtime="openvino", threads=1)
+    assert _mask_iou(np.stack([ov_pred.predict(f) for f in frames]), got) >= 0.97
+    del ov_pred  # OpenVINO's worker threads go with it
