@@ -21,6 +21,9 @@ TINY: dict[str, dict] = {
     "unet": {"base_width": 4},
     "unet-transpose": {"base_width": 4, "upsample": "transpose"},
     "unet-nearest": {"base_width": 4, "upsample": "nearest", "depth": 3},
+    "unet_ds": {"base_width": 4},
+    "unet_ds-depth3": {"base_width": 4, "depth": 3, "decoder_ratio": 1.0},
+    "lanelite": {"width": 8},
     "enet": {},
     "enet-bilinear": {"upsample": "bilinear"},
     "deeplabv3plus": {"width_mult": 0.25, "aspp_channels": 16, "decoder_channels": 16},
@@ -30,7 +33,7 @@ SIZES = [(160, 320), (256, 256)]
 
 
 def _build(name: str, **extra) -> nn.Module:
-    arch = name.split("-")[0]
+    arch = name.split("-")[0]  # "unet_ds-depth3" -> "unet_ds"
     if arch == "segformer" and not transformers_available():
         pytest.skip(f"segformer needs transformers ({INSTALL_HINT})")
     torch.manual_seed(0)
@@ -38,11 +41,11 @@ def _build(name: str, **extra) -> nn.Module:
 
 
 def test_registry_lists_every_arch() -> None:
-    assert available_archs() == ["deeplabv3plus", "enet", "segformer", "unet"]
+    assert available_archs() == ["deeplabv3plus", "enet", "lanelite", "segformer", "unet", "unet_ds"]
 
 
 def test_unknown_arch_lists_options() -> None:
-    with pytest.raises(KeyError, match="available: deeplabv3plus, enet, segformer, unet"):
+    with pytest.raises(KeyError, match="available: deeplabv3plus, enet, lanelite, segformer, unet, unet_ds"):
         build_model("resnet")
     with pytest.raises(UnknownArchError):
         build_model("resnet")
@@ -106,6 +109,8 @@ def test_unet_default_decoder_has_no_transposed_conv() -> None:
         ("unet", {"base_width": 4}, (150, 320), "160x320"),
         ("unet", {"base_width": 4, "depth": 3}, (100, 100), "104x104"),
         ("enet", {}, (60, 84), "64x88"),
+        ("lanelite", {}, (60, 84), "64x88"),
+        ("unet_ds", {"base_width": 4}, (150, 320), "160x320"),
     ],
 )
 def test_bad_size_names_padded_size(arch: str, kwargs: dict, size, padded: str) -> None:
@@ -134,7 +139,22 @@ def test_segformer_without_transformers_says_how_to_install(monkeypatch) -> None
         build_model("segformer")
 
 
-@pytest.mark.parametrize("name", ["unet", "unet-transpose", "enet", "deeplabv3plus"])
+def test_unet_channels_rebuild_a_pruned_shape() -> None:
+    from perception.models.unet import conv_names, default_channels
+
+    assert len(conv_names(3)) == len(default_channels(3, 8)) == 17
+    full = build_model("unet", base_width=8, depth=3)
+    same = build_model("unet", base_width=8, depth=3, channels=default_channels(3, 8))
+    assert "channels" not in full.config  # unpruned checkpoints keep their kwargs
+    assert set(full.state_dict()) == set(same.state_dict())
+    assert all(full.state_dict()[k].shape == v.shape for k, v in same.state_dict().items())
+    half = build_model("unet", base_width=8, depth=3, channels=[max(1, c // 2) for c in default_channels(3, 8)])
+    assert half(torch.randn(1, 3, 64, 128)).shape == (1, 1, 64, 128)
+    with pytest.raises(ValueError, match="17 positive widths"):
+        build_model("unet", base_width=8, depth=3, channels=[4, 4])
+
+
+@pytest.mark.parametrize("name", ["unet", "unet-transpose", "unet_ds", "lanelite", "enet", "deeplabv3plus"])
 def test_torch_export(name: str) -> None:
     # PT2E quantization (QUANT.md) starts from torch.export: every zoo model must export.
     model = _build(name).eval()

@@ -16,6 +16,11 @@ split after every epoch with `perception.metrics` and writes, in ``--out``:
 - ``best.pth``: the model of the epoch with the best val IoU (a plain checkpoint);
 - ``log.csv``: one row per epoch; TensorBoard events in ``tb/`` if tensorboard is installed.
 
+``--teacher CKPT`` distils a trained float model into the one being trained (`train.distill`):
+the loss becomes task loss + ``--distill-weight`` x the KL term on the teacher's logits softened
+by ``--distill-temperature``, on the same frames; the teacher and the two settings are recorded
+in the checkpoints' ``data["distill"]`` and in the run's settings.
+
 Everything random derives from ``--seed``: the model's initialisation, the batch order of
 each epoch and each sample's augmentation (see `train.augment`). A non-finite loss stops
 the run with a one-line error; the last good checkpoint stays as it was.
@@ -51,6 +56,7 @@ from perception.checkpoint import (
     CheckpointMeta,
     Normalisation,
     Task,
+    build_from_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -59,6 +65,7 @@ from perception.models import build_model
 from perception.predictor import module_predictor
 from plumbing import atomic_output, interrupt_on_signals, parse_size, progress_bar
 from train.augment import AugmentedDataset, PairedAugment
+from train.distill import Distiller
 from train.losses import LOSSES, build_loss
 
 log = logging.getLogger("train")
@@ -81,6 +88,9 @@ RUN_SETTINGS = (
     "tags",
     "augment",
     "seed",
+    "teacher",
+    "distill_weight",
+    "distill_temperature",
 )
 
 
@@ -164,8 +174,9 @@ def train_one_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     epoch: int,
     progress: bool = False,
+    distiller: Distiller | None = None,
 ) -> float:
-    """One pass over `loader`; returns the mean training loss.
+    """One pass over `loader`; returns the mean training loss (with the distillation term, if any).
 
     Raises NonFiniteLossError before the step that a NaN/inf loss would poison.
     """
@@ -173,7 +184,11 @@ def train_one_epoch(
     total, batches = 0.0, 0
     bar = progress_bar(len(loader), f"epoch {epoch + 1}", progress, unit="batch", leave=False)
     for images, targets in loader:
-        loss = loss_fn(model(images.contiguous(memory_format=torch.channels_last)), targets)
+        images = images.contiguous(memory_format=torch.channels_last)
+        logits = model(images)
+        loss = loss_fn(logits, targets)
+        if distiller is not None:
+            loss = loss + distiller(images, logits)
         if not torch.isfinite(loss):
             if bar is not None:
                 bar.close()
@@ -215,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  python train/train.py --data data/train_town03 --data data/train_town05 --epochs 2 --out runs/unet_w16\n"
             "  python train/train.py --data data/town03 --arch enet --loss bce --pos-weight 5 --out runs/enet\n"
             "  python train/train.py --data data/town03 --tags 1,24,14 --loss ce --out runs/multi\n"
+            "  python train/train.py --data data/town03 --arch lanelite --teacher runs/unet_w16/best.pth\n"
             "  python train/train.py --resume --out runs/unet_w16      # continue a killed run exactly"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -233,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--arch-kwargs", default="{}", help="JSON constructor arguments, e.g. '{\"base_width\": 16}'")
     g.add_argument("--loss", choices=list(LOSSES), help="default: bce+dice (binary), ce (multi-class)")
     g.add_argument("--pos-weight", type=float, help="BCE weight of lane pixels (default none)")
+    g = p.add_argument_group("distillation")
+    g.add_argument("--teacher", help="float checkpoint whose softened logits the model also learns (train.distill)")
+    g.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation term (default 1)")
+    g.add_argument("--distill-temperature", type=float, default=2.0, help="softening temperature T (default 2)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=4, help="epochs (default 4)")
     g.add_argument("--batch-size", type=int, default=8, help="frames per step (default 8)")
@@ -266,6 +286,8 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
     if args.lr <= 0 or args.weight_decay < 0:
         raise UsageError("--lr must be > 0 and --weight-decay >= 0")
+    if args.teacher is not None and (args.distill_weight < 0 or args.distill_temperature <= 0):
+        raise UsageError("--distill-weight must be >= 0 and --distill-temperature > 0")
     settings = {k: getattr(args, k) for k in RUN_SETTINGS}
     settings["arch_kwargs"] = arch_kwargs
     if settings["size"] is not None:
@@ -370,6 +392,7 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
     model = build_model(settings["arch"], **arch_kwargs).to(memory_format=torch.channels_last)
     with torch.no_grad():  # fail now, in one line, on an input size the model cannot take
         model.eval()(torch.zeros(1, 3, *train_set.image_size))
+    distiller, distill_record = make_distiller(settings, train_set)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     epochs = settings["epochs"]
     scheduler = make_scheduler(settings["schedule"], optimizer, settings["lr"], epochs * len(train_loader))
@@ -392,7 +415,7 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
         task=Task.from_dict(train_set.task_dict),
         input_size=train_set.image_size,
         normalisation=Normalisation.from_dict(train_set.normalisation),
-        data=data_identity(train_set, val_set),
+        data={**data_identity(train_set, val_set), **({"distill": distill_record} if distill_record else {})},
         command=command,
     )
     progress = not args.no_progress
@@ -402,7 +425,7 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
         order.manual_seed(epoch_seed(seed, epoch))
         if isinstance(train_data, AugmentedDataset):
             train_data.set_epoch(epoch)
-        train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, epoch, progress)
+        train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, epoch, progress, distiller)
         val = validate(model, meta, val_set, loss_fn, settings["batch_size"], args.workers)
         row = {
             "epoch": epoch + 1,
@@ -448,6 +471,40 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
         tb.close()
     print(f"best val IoU {best_iou:.4f}: {best_path}")
     return 0
+
+
+def make_distiller(settings: dict[str, Any], train_set: LaneDataset) -> tuple[Distiller | None, dict[str, Any]]:
+    """The teacher of ``settings["teacher"]`` (None: no distillation) and its record for the metadata.
+
+    The teacher must predict the same task (kind and tags) from the same normalisation, or its
+    logits mean something else; it runs on the student's input size.
+    """
+    path = settings.get("teacher")  # .get: runs stored before distillation existed resume too
+    if path is None:
+        return None, {}
+    teacher, tmeta = build_from_checkpoint(path)
+    if tmeta.task != Task.from_dict(train_set.task_dict):
+        raise ValueError(
+            f"teacher {path} predicts {tmeta.task.to_dict()} but this run trains {train_set.task_dict} "
+            "(use a teacher trained on the same --tags)"
+        )
+    if tmeta.normalisation != Normalisation.from_dict(train_set.normalisation):
+        raise ValueError(f"teacher {path} expects another input normalisation (use a teacher trained on this data)")
+    weight, temperature = settings.get("distill_weight", 1.0), settings.get("distill_temperature", 2.0)
+    record = {
+        "teacher": str(path),
+        "teacher_sha256_16": file_digest(path),
+        "teacher_arch": tmeta.arch,
+        "teacher_arch_kwargs": dict(tmeta.arch_kwargs),
+        "weight": float(weight),
+        "temperature": float(temperature),
+    }
+    return Distiller(teacher.to(memory_format=torch.channels_last), weight, temperature), record
+
+
+def file_digest(path: str | Path) -> str:
+    """First 16 hex digits of the file's SHA-256 (the teacher's identity)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def tensorboard_writer(out: Path):

@@ -15,8 +15,10 @@ from torch import nn
 from ._common import SegmentationModel
 from .deeplabv3plus import DeepLabV3Plus
 from .enet import ENet
+from .lanelite import LaneLite
 from .segformer import SegFormer, transformers_available
 from .unet import UNet
+from .unet_ds import UNetDS
 
 
 class UnknownArchError(KeyError):
@@ -26,7 +28,8 @@ class UnknownArchError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-_REGISTRY: dict[str, type[SegmentationModel]] = {cls.arch: cls for cls in (UNet, ENet, DeepLabV3Plus, SegFormer)}
+_MODELS = (UNet, UNetDS, ENet, LaneLite, DeepLabV3Plus, SegFormer)
+_REGISTRY: dict[str, type[SegmentationModel]] = {cls.arch: cls for cls in _MODELS}
 
 
 def available_archs() -> list[str]:
@@ -50,9 +53,11 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
 __all__ = [
     "DeepLabV3Plus",
     "ENet",
+    "LaneLite",
     "SegFormer",
     "SegmentationModel",
     "UNet",
+    "UNetDS",
     "UnknownArchError",
     "available_archs",
     "build_model",

@@ -1,0 +1,63 @@
+"""Knowledge distillation: a small student also learns the teacher's softened logits.
+
+Why: a light model trained on hard 0/1 masks sees only where markings are; the teacher's
+soft probabilities also say how sure a good model is at every pixel (the faded, far and
+occluded markings), which is more signal per frame for the same CPU-minutes (Hinton et al.
+2015, arXiv 1503.02531: match the teacher's output softened by a temperature T, the term
+scaled by T^2 so its gradients keep their size as T changes).
+
+The term, per pixel, averaged over the batch:
+
+- binary (one logit): KL(Bernoulli(sigmoid(t/T)) || Bernoulli(sigmoid(s/T))) * T^2, i.e. BCE
+  against the teacher's soft target minus the target's own entropy, so it is 0 exactly when
+  the student matches the teacher;
+- multi-class: KL(softmax(t/T) || softmax(s/T)) * T^2 over the class axis.
+
+The teacher runs in eval mode, without gradients, on exactly the (augmented) frames the
+student sees.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """Mean per-pixel KL of the teacher's softened output from the student's, times T^2."""
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"distillation: student logits {tuple(student.shape)} and teacher logits {tuple(teacher.shape)} differ "
+            "(use a teacher of the same task and output size)"
+        )
+    if temperature <= 0:
+        raise ValueError(f"distillation temperature must be > 0, got {temperature}")
+    s, t = student / temperature, teacher / temperature
+    if student.shape[1] == 1:
+        p = torch.sigmoid(t)
+        bce = F.binary_cross_entropy_with_logits(s, p, reduction="none")
+        entropy = F.binary_cross_entropy_with_logits(t, p, reduction="none")
+        kl = (bce - entropy).mean()
+    else:
+        kl = F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), log_target=True, reduction="none").sum(1).mean()
+    return kl * temperature**2
+
+
+class Distiller:
+    """``weight * distill_loss(student_logits, teacher(images))``; the teacher frozen in eval."""
+
+    def __init__(self, teacher: nn.Module, weight: float, temperature: float) -> None:
+        if weight < 0:
+            raise ValueError(f"--distill-weight must be >= 0, got {weight}")
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.weight = float(weight)
+        self.temperature = float(temperature)
+
+    def __call__(self, images: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
+        self.teacher.eval()  # stays in eval even if a caller put everything in train mode
+        with torch.no_grad():
+            target = self.teacher(images)
+        return self.weight * distill_loss(student_logits, target, self.temperature)
