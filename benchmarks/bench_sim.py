@@ -68,8 +68,10 @@ def main() -> None:
                 sim.step()
             rss1 = proc.memory_info().rss
         rate = args.long / (time.perf_counter() - t0)
-        print(f"\nmemory over {args.long} steps (town03_clear): RSS {rss0 / 2**20:.0f} MiB -> "
-              f"{rss1 / 2**20:.0f} MiB ({(rss1 - rss0) / 2**20:+.1f} MiB), {rate:.0f} steps/s")
+        print(
+            f"\nmemory over {args.long} steps (town03_clear): RSS {rss0 / 2**20:.0f} MiB -> "
+            f"{rss1 / 2**20:.0f} MiB ({(rss1 - rss0) / 2**20:+.1f} MiB), {rate:.0f} steps/s"
+        )
 
 
 if __name__ == "__main__":

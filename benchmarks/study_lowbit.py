@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         """The fine-tuning batches of the `bits` row (the float control reuses the 4-bit row's)."""
         gen = torch.Generator().manual_seed(args.seed + bits)
         return lane_loader(args.train, "train", size, args.batch_size, True, gen, limit=args.train_frames)
+
     for width in [int(w) for w in args.widths.split(",")]:
         todo = [(width, "weight-only", b) for b in map(int, args.bits.split(","))]
         todo += [(width, "float", 32)]

@@ -63,7 +63,6 @@ class LaneKeepingMeter:
         }
 
 
-
 def off_road(obs: Observation, limit_m: float) -> bool:
     """|lateral offset| beyond `limit_m`, or no road under the front of the car (labels): ground truth."""
     ego = obs.ego

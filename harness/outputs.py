@@ -34,7 +34,6 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-
 def json_safe(value: Any) -> Any:
     """NaN/inf -> None, numpy scalars -> Python numbers, tuples -> lists (valid JSON)."""
     if isinstance(value, dict):
@@ -51,8 +50,6 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

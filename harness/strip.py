@@ -64,7 +64,6 @@ class FrameStrip:
         return index
 
 
-
 def strip_score(masks: list[np.ndarray], ious: list[float], truth: np.ndarray, pair_scorer: Any) -> float:
     """How much a frame deserves the strip: with several models their disagreement, the mean over
     model pairs of 1 - IoU(mask a, mask b) (by `pair_scorer`, the run's one IoU); with one model

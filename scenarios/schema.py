@@ -54,9 +54,21 @@ class Scenario:
 
 
 _TOP_KEYS = {
-    "name": str, "town": str, "map": str, "seed": int, "dt": float, "frames": int, "metres": float,
-    "weather": object, "weather_every": int, "npc_vehicles": int, "npc_walkers": int,
-    "target_speed": float, "ego": dict, "camera": list, "description": str,
+    "name": str,
+    "town": str,
+    "map": str,
+    "seed": int,
+    "dt": float,
+    "frames": int,
+    "metres": float,
+    "weather": object,
+    "weather_every": int,
+    "npc_vehicles": int,
+    "npc_walkers": int,
+    "target_speed": float,
+    "ego": dict,
+    "camera": list,
+    "description": str,
 }
 _EGO_KEYS = {"spawn": (int, str)}
 _CAMERA_KEYS = {f.name: f.type for f in fields(CameraSpec)}
@@ -86,9 +98,7 @@ def _weathers(where: str, value: Any) -> tuple[Weather, ...]:
     for item in items:
         if isinstance(item, str):
             if item not in PRESET_NAMES:
-                raise _fail(
-                    where, f"key 'weather': unknown preset {item!r} (allowed: {', '.join(PRESET_NAMES)})"
-                )
+                raise _fail(where, f"key 'weather': unknown preset {item!r} (allowed: {', '.join(PRESET_NAMES)})")
             out.append(Weather.preset(item))
         elif isinstance(item, dict):
             params = dict(item)
@@ -108,9 +118,7 @@ def _camera(where: str, table: Any, index: int) -> CameraSpec:
     kwargs = {}
     for key, value in table.items():
         if key not in _CAMERA_KEYS:
-            raise _fail(
-                where, f"unknown key 'camera.{key}' (allowed: {', '.join(_CAMERA_KEYS)})"
-            )
+            raise _fail(where, f"unknown key 'camera.{key}' (allowed: {', '.join(_CAMERA_KEYS)})")
         typ = {"str": str, "int": int, "float": float}[_CAMERA_KEYS[key]]
         kwargs[key] = _check_type(where, f"camera.{key}", value, typ)
     try:
@@ -172,8 +180,7 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
         path = HERE / f"{path.name}.toml"
     if not path.exists():
         raise ScenarioError(
-            f"scenario {str(path_or_name)!r} not found (give a .toml path or one of: "
-            f"{', '.join(list_scenarios())})"
+            f"scenario {str(path_or_name)!r} not found (give a .toml path or one of: {', '.join(list_scenarios())})"
         )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -69,15 +69,46 @@ class Setting:
     unseen_episode_frames: int
 
 
-FULL = Setting(("Town03", "Town05", "Town01"), "Town10HD", episodes=12, frames=480, every=5, epochs=2,
-               qat_epochs=3, qat_steps=40, calib_frames=200, base_width=16, loop_frames=1200, scenario="town10_rain",
-               threads=2, compare_runs=50, compare_threads="2,1",
-               unseen_weathers=("WetNoon", "SoftRainSunset", "WetCloudyNight", "MidRainyNoon"), unseen_episodes=2,
-               unseen_episode_frames=40)
-QUICK = Setting(("Town01",), "Town02", episodes=3, frames=36, every=2, epochs=1, qat_epochs=1, qat_steps=2,
-                calib_frames=8,
-                base_width=4, loop_frames=20, scenario="town03_clear", threads=2, compare_runs=3,
-                compare_threads="1", unseen_weathers=("WetNoon",), unseen_episodes=1, unseen_episode_frames=4)
+FULL = Setting(
+    ("Town03", "Town05", "Town01"),
+    "Town10HD",
+    episodes=12,
+    frames=480,
+    every=5,
+    epochs=2,
+    qat_epochs=3,
+    qat_steps=40,
+    calib_frames=200,
+    base_width=16,
+    loop_frames=1200,
+    scenario="town10_rain",
+    threads=2,
+    compare_runs=50,
+    compare_threads="2,1",
+    unseen_weathers=("WetNoon", "SoftRainSunset", "WetCloudyNight", "MidRainyNoon"),
+    unseen_episodes=2,
+    unseen_episode_frames=40,
+)
+QUICK = Setting(
+    ("Town01",),
+    "Town02",
+    episodes=3,
+    frames=36,
+    every=2,
+    epochs=1,
+    qat_epochs=1,
+    qat_steps=2,
+    calib_frames=8,
+    base_width=4,
+    loop_frames=20,
+    scenario="town03_clear",
+    threads=2,
+    compare_runs=3,
+    compare_threads="1",
+    unseen_weathers=("WetNoon",),
+    unseen_episodes=1,
+    unseen_episode_frames=4,
+)
 
 
 def plan(s: Setting, work: Path) -> list[Step]:
@@ -89,68 +120,287 @@ def plan(s: Setting, work: Path) -> list[Step]:
     for i, town in enumerate(s.train_towns):
         out = data / town.lower()
         train_sets.append(out)
-        steps.append(Step(f"record {town}", py + [
-            "collect/record.py", "--town", town, "--episodes", str(s.episodes), "--frames", str(s.frames),
-            "--every", str(s.every), "--weather", "cycle", "--seed", str(100 + i),
-            "--split", "train=0.85,val=0.15,test=0", "--out", str(out), "--no-progress"], [out / "manifest.json"]))
+        steps.append(
+            Step(
+                f"record {town}",
+                py
+                + [
+                    "collect/record.py",
+                    "--town",
+                    town,
+                    "--episodes",
+                    str(s.episodes),
+                    "--frames",
+                    str(s.frames),
+                    "--every",
+                    str(s.every),
+                    "--weather",
+                    "cycle",
+                    "--seed",
+                    str(100 + i),
+                    "--split",
+                    "train=0.85,val=0.15,test=0",
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ],
+                [out / "manifest.json"],
+            )
+        )
     test = data / f"{s.test_town.lower()}_test"
-    steps.append(Step(f"record {s.test_town} (held out)", py + [
-        "collect/record.py", "--town", s.test_town, "--episodes", str(max(s.episodes // 2, 1)),
-        "--frames", str(max(s.frames // 2, 12)), "--every", str(s.every), "--weather", "cycle", "--seed", "900",
-        "--split", "train=0,val=0,test=1", "--out", str(test), "--no-progress"], [test / "manifest.json"]))
+    steps.append(
+        Step(
+            f"record {s.test_town} (held out)",
+            py
+            + [
+                "collect/record.py",
+                "--town",
+                s.test_town,
+                "--episodes",
+                str(max(s.episodes // 2, 1)),
+                "--frames",
+                str(max(s.frames // 2, 12)),
+                "--every",
+                str(s.every),
+                "--weather",
+                "cycle",
+                "--seed",
+                "900",
+                "--split",
+                "train=0,val=0,test=1",
+                "--out",
+                str(test),
+                "--no-progress",
+            ],
+            [test / "manifest.json"],
+        )
+    )
     unseen = []  # the models' test IoU (models/README.md) is scored on these
     for i, weather in enumerate(s.unseen_weathers):
         out = data / f"test_{s.test_town.lower()}_{weather.lower()}"
         unseen.append(out)
-        steps.append(Step(f"record {s.test_town} in {weather} (held out)", py + [
-            "collect/record.py", "--town", s.test_town, "--episodes", str(s.unseen_episodes), "--episode-frames",
-            str(s.unseen_episode_frames), "--every", str(s.every), "--weather", weather, "--seed", str(901 + i),
-            "--split", "test=1", "--out", str(out), "--no-progress"], [out / "manifest.json"]))
+        steps.append(
+            Step(
+                f"record {s.test_town} in {weather} (held out)",
+                py
+                + [
+                    "collect/record.py",
+                    "--town",
+                    s.test_town,
+                    "--episodes",
+                    str(s.unseen_episodes),
+                    "--episode-frames",
+                    str(s.unseen_episode_frames),
+                    "--every",
+                    str(s.every),
+                    "--weather",
+                    weather,
+                    "--seed",
+                    str(901 + i),
+                    "--split",
+                    "test=1",
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ],
+                [out / "manifest.json"],
+            )
+        )
     runs = work / "runs" / "unet_float"
     float_ckpt = runs / "best.pth"
     data_args = [a for d in train_sets for a in ("--data", str(d))]
-    steps.append(Step("train float U-Net", py + [
-        "train/train.py", *data_args, "--arch", "unet", "--arch-kwargs", json.dumps({"base_width": s.base_width}),
-        "--epochs", str(s.epochs), "--threads", str(s.threads), "--seed", "0", "--out", str(runs),
-        "--overwrite", "--no-progress"], [float_ckpt], train_sets))
+    steps.append(
+        Step(
+            "train float U-Net",
+            py
+            + [
+                "train/train.py",
+                *data_args,
+                "--arch",
+                "unet",
+                "--arch-kwargs",
+                json.dumps({"base_width": s.base_width}),
+                "--epochs",
+                str(s.epochs),
+                "--threads",
+                str(s.threads),
+                "--seed",
+                "0",
+                "--out",
+                str(runs),
+                "--overwrite",
+                "--no-progress",
+            ],
+            [float_ckpt],
+            train_sets,
+        )
+    )
     models = work / "models"
     ptq, qat = models / "unet_ptq.pth", models / "unet_qat.pth"
-    steps.append(Step("PTQ int8", py + [
-        "quant/ptq.py", "--model", str(float_ckpt), *data_args, "--calib-frames", str(s.calib_frames),
-        "--threads", str(s.threads), "--out", str(ptq), "--overwrite"], [ptq], [float_ckpt]))
-    steps.append(Step("QAT int8", py + [
-        "quant/qat.py", "--model", str(float_ckpt), *data_args, "--epochs", str(s.qat_epochs),
-        "--steps-per-epoch", str(s.qat_steps),
-        "--threads", str(s.threads), "--run-dir", str(work / "runs" / "unet_qat"), "--out", str(qat), "--overwrite",
-        "--no-progress"], [qat], [float_ckpt]))
+    steps.append(
+        Step(
+            "PTQ int8",
+            py
+            + [
+                "quant/ptq.py",
+                "--model",
+                str(float_ckpt),
+                *data_args,
+                "--calib-frames",
+                str(s.calib_frames),
+                "--threads",
+                str(s.threads),
+                "--out",
+                str(ptq),
+                "--overwrite",
+            ],
+            [ptq],
+            [float_ckpt],
+        )
+    )
+    steps.append(
+        Step(
+            "QAT int8",
+            py
+            + [
+                "quant/qat.py",
+                "--model",
+                str(float_ckpt),
+                *data_args,
+                "--epochs",
+                str(s.qat_epochs),
+                "--steps-per-epoch",
+                str(s.qat_steps),
+                "--threads",
+                str(s.threads),
+                "--run-dir",
+                str(work / "runs" / "unet_qat"),
+                "--out",
+                str(qat),
+                "--overwrite",
+                "--no-progress",
+            ],
+            [qat],
+            [float_ckpt],
+        )
+    )
     flt = models / "unet_float.pth"
-    steps.append(Step("copy float checkpoint", py + ["-c", (
-        "import shutil,sys; shutil.copyfile(sys.argv[1], sys.argv[2])"), str(float_ckpt), str(flt)],
-        [flt], [float_ckpt]))
+    steps.append(
+        Step(
+            "copy float checkpoint",
+            py + ["-c", ("import shutil,sys; shutil.copyfile(sys.argv[1], sys.argv[2])"), str(float_ckpt), str(flt)],
+            [flt],
+            [float_ckpt],
+        )
+    )
     onnx = models / "unet_qat.onnx"
-    steps.append(Step("ONNX export (QAT, QDQ)", py + [
-        "quant/export.py", "--model", str(qat), "--format", "onnx", "--out", str(onnx), "--data", str(test),
-        "--check-frames", "32", "--overwrite"],
-        [onnx], [qat, test / "manifest.json"]))
+    steps.append(
+        Step(
+            "ONNX export (QAT, QDQ)",
+            py
+            + [
+                "quant/export.py",
+                "--model",
+                str(qat),
+                "--format",
+                "onnx",
+                "--out",
+                str(onnx),
+                "--data",
+                str(test),
+                "--check-frames",
+                "32",
+                "--overwrite",
+            ],
+            [onnx],
+            [qat, test / "manifest.json"],
+        )
+    )
     compare = work / "compare"
-    steps.append(Step("compare float / PTQ / QAT", py + [
-        "quant/compare.py", "--models", str(flt), str(ptq), str(qat), "--data", str(test), "--split", "test",
-        "--runs", str(s.compare_runs), "--thread-counts", s.compare_threads, "--out", str(compare), "--overwrite",
-        "--no-progress"],
-        [compare.with_suffix(".md")], [flt, ptq, qat]))
+    steps.append(
+        Step(
+            "compare float / PTQ / QAT",
+            py
+            + [
+                "quant/compare.py",
+                "--models",
+                str(flt),
+                str(ptq),
+                str(qat),
+                "--data",
+                str(test),
+                "--split",
+                "test",
+                "--runs",
+                str(s.compare_runs),
+                "--thread-counts",
+                s.compare_threads,
+                "--out",
+                str(compare),
+                "--overwrite",
+                "--no-progress",
+            ],
+            [compare.with_suffix(".md")],
+            [flt, ptq, qat],
+        )
+    )
     unseen_args = [a for d in unseen for a in ("--data", str(d))]
     for model, runtime in ((flt, "torch"), (ptq, "torch"), (qat, "torch"), (onnx, "onnx")):
         out = work / "eval" / f"{model.name.replace('.', '_')}.json"
-        steps.append(Step(f"evaluate {model.name} on the held-out weathers", py + [
-            "train/evaluate.py", "--model", str(model), "--runtime", runtime, *unseen_args, "--split", "test",
-            "--threads", str(s.threads), "--json", str(out), "--overwrite", "--no-progress"],
-            [out], [model] + [d / "manifest.json" for d in unseen]))
+        steps.append(
+            Step(
+                f"evaluate {model.name} on the held-out weathers",
+                py
+                + [
+                    "train/evaluate.py",
+                    "--model",
+                    str(model),
+                    "--runtime",
+                    runtime,
+                    *unseen_args,
+                    "--split",
+                    "test",
+                    "--threads",
+                    str(s.threads),
+                    "--json",
+                    str(out),
+                    "--overwrite",
+                    "--no-progress",
+                ],
+                [out],
+                [model] + [d / "manifest.json" for d in unseen],
+            )
+        )
     loop = work / "results" / "loop"
-    steps.append(Step(f"run_sim.py on {s.scenario}", py + [
-        "run_sim.py", "--model", str(flt), "--model", str(ptq), "--model", str(qat), "--scenario", s.scenario,
-        "--frames", str(s.loop_frames), "--threads", str(s.threads), "--out", str(loop), "--overwrite",
-        "--runtime", "torch",  # the three schemes in one runtime (auto would move the QAT slot to its .onnx)
-        "--no-progress"], [loop / "summary.json"], [flt, ptq, qat]))
+    steps.append(
+        Step(
+            f"run_sim.py on {s.scenario}",
+            py
+            + [
+                "run_sim.py",
+                "--model",
+                str(flt),
+                "--model",
+                str(ptq),
+                "--model",
+                str(qat),
+                "--scenario",
+                s.scenario,
+                "--frames",
+                str(s.loop_frames),
+                "--threads",
+                str(s.threads),
+                "--out",
+                str(loop),
+                "--overwrite",
+                "--runtime",
+                "torch",  # the three schemes in one runtime (auto would move the QAT slot to its .onnx)
+                "--no-progress",
+            ],
+            [loop / "summary.json"],
+            [flt, ptq, qat],
+        )
+    )
     return steps
 
 
@@ -168,8 +418,10 @@ def run(steps: list[Step], work: Path, force: bool) -> None:
         t0 = time.perf_counter()
         proc = subprocess.run(step.argv, cwd=ROOT)
         if proc.returncode != 0:
-            raise SystemExit(f"error: step '{step.name}' failed with exit code {proc.returncode} "
-                             f"(fix it and rerun: finished steps are kept)")
+            raise SystemExit(
+                f"error: step '{step.name}' failed with exit code {proc.returncode} "
+                f"(fix it and rerun: finished steps are kept)"
+            )
         missing = [str(o) for o in step.outputs if not o.exists()]
         if missing:
             raise SystemExit(f"error: step '{step.name}' did not write {', '.join(missing)} (a bug: report it)")
@@ -183,8 +435,9 @@ def summary(work: Path) -> str:
     lines = ["| model | runtime | test lane IoU | mean frame IoU | frames |", "|---|---|---:|---:|---:|"]
     for f in sorted((work / "eval").glob("*.json")):
         r = json.loads(f.read_text())
-        lines.append(f"| {Path(r['model']).name} | {r['runtime']} | {r['iou']:.4f} | {r['mean_frame_iou']:.4f} "
-                     f"| {r['frames']} |")
+        lines.append(
+            f"| {Path(r['model']).name} | {r['runtime']} | {r['iou']:.4f} | {r['mean_frame_iou']:.4f} | {r['frames']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -200,8 +453,9 @@ def install(work: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="tiny setting (a few minutes; the CI smoke test)")
     ap.add_argument("--work", help="working folder (default build/pipeline or build/pipeline-quick)")
     ap.add_argument("--force", action="store_true", help="rerun every step even when up to date")

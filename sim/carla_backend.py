@@ -280,8 +280,13 @@ class CarlaBackend(BackendBase):
             if self._found_settings is None:
                 self._found_settings = self._world.get_settings()
             params = self._carla.OpendriveGenerationParameters(
-                vertex_distance=2.0, max_road_length=50.0, wall_height=1.0, additional_width=0.6,
-                smooth_junctions=True, enable_mesh_visibility=True, enable_pedestrian_navigation=True,
+                vertex_distance=2.0,
+                max_road_length=50.0,
+                wall_height=1.0,
+                additional_width=0.6,
+                smooth_junctions=True,
+                enable_mesh_visibility=True,
+                enable_pedestrian_navigation=True,
             )
             # Keep the settings across the load, as for a town: close() restores them as found.
             self._world = self._client.generate_opendrive_world(text, params, False)

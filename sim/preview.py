@@ -1,6 +1,6 @@
 """Contact sheet of the embedded simulator: one row per weather, RGB | labels | overlay.
 
-    python -m sim.preview --town Town03 --out docs/sim_preview.png
+python -m sim.preview --town Town03 --out docs/sim_preview.png
 """
 
 from __future__ import annotations
@@ -19,13 +19,21 @@ from sim.backend import BackendError, make_backend
 from sim.types import PRESET_NAMES, CameraSpec, Weather
 
 
-def sheet(town: str, seed: int, weathers: list[str], warmup: int, camera: CameraSpec,
-          map_file: str | None = None) -> np.ndarray:
+def sheet(
+    town: str, seed: int, weathers: list[str], warmup: int, camera: CameraSpec, map_file: str | None = None
+) -> np.ndarray:
     """Rows of RGB | labels | overlay, one per weather, from the same place and time."""
     rows = []
     for name in weathers:
-        sc = Scenario(name=f"preview_{name}", town=town, map=map_file, seed=seed, weathers=(Weather.preset(name),),
-                      cameras=(camera,), frames=None)
+        sc = Scenario(
+            name=f"preview_{name}",
+            town=town,
+            map=map_file,
+            seed=seed,
+            weathers=(Weather.preset(name),),
+            cameras=(camera,),
+            frames=None,
+        )
         with make_backend("embedded") as sim:
             obs = sim.reset(sc)
             for _ in range(warmup):
@@ -40,9 +48,11 @@ def sheet(town: str, seed: int, weathers: list[str], warmup: int, camera: Camera
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m sim.preview", description=__doc__.splitlines()[0],
+        prog="python -m sim.preview",
+        description=__doc__.splitlines()[0],
         epilog="example: python -m sim.preview --town Town10HD --weather ClearNoon,HardRainNight --out sheet.png",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--town", default="Town03")
     ap.add_argument("--map", metavar="FILE", help="OpenDRIVE road network (.xodr) instead of the procedural town")
     ap.add_argument("--seed", type=int, default=0)

@@ -71,10 +71,29 @@ LANE_TAGS: tuple[int, ...] = (ROAD_LINE,)
 
 # Pre-0.9.14 servers: old id -> current id (RoadLine was 6, Road 7, Vehicles 10).
 LEGACY_TO_CURRENT: dict[int, int] = {
-    0: UNLABELED, 1: BUILDING, 2: FENCE, 3: 22, 4: PEDESTRIAN, 5: POLE, 6: ROAD_LINE,
-    7: ROAD, 8: SIDEWALK, 9: VEGETATION, 10: CAR, 11: WALL, 12: TRAFFIC_SIGN, 13: SKY,
-    14: GROUND, 15: 26, 16: 27, 17: GUARD_RAIL, 18: TRAFFIC_LIGHT, 19: STATIC, 20: 21,
-    21: 23, 22: TERRAIN,
+    0: UNLABELED,
+    1: BUILDING,
+    2: FENCE,
+    3: 22,
+    4: PEDESTRIAN,
+    5: POLE,
+    6: ROAD_LINE,
+    7: ROAD,
+    8: SIDEWALK,
+    9: VEGETATION,
+    10: CAR,
+    11: WALL,
+    12: TRAFFIC_SIGN,
+    13: SKY,
+    14: GROUND,
+    15: 26,
+    16: 27,
+    17: GUARD_RAIL,
+    18: TRAFFIC_LIGHT,
+    19: STATIC,
+    20: 21,
+    21: 23,
+    22: TERRAIN,
 }
 
 PALETTE = np.zeros((256, 3), dtype=np.uint8)

@@ -44,9 +44,7 @@ class CameraSpec:
     def intrinsics(self) -> np.ndarray:
         """3x3 pinhole matrix K."""
         f = self.focal
-        return np.array(
-            [[f, 0.0, self.width / 2.0], [0.0, f, self.height / 2.0], [0.0, 0.0, 1.0]]
-        )
+        return np.array([[f, 0.0, self.width / 2.0], [0.0, f, self.height / 2.0], [0.0, 0.0, 1.0]])
 
 
 @dataclass(frozen=True)
@@ -84,9 +82,7 @@ class Weather:
         try:
             values = _PRESETS[key]
         except KeyError:
-            raise ValueError(
-                f"unknown weather {name!r} (choose one of: {', '.join(PRESET_NAMES)})"
-            ) from None
+            raise ValueError(f"unknown weather {name!r} (choose one of: {', '.join(PRESET_NAMES)})") from None
         return replace(cls(**values), name=name)
 
     @classmethod
@@ -94,17 +90,22 @@ class Weather:
         """Custom weather from WeatherParameters field names; unknown keys are errors."""
         unknown = sorted(set(params) - set(cls.field_names()))
         if unknown:
-            raise ValueError(
-                f"unknown weather parameter {unknown[0]!r} (allowed: {', '.join(cls.field_names())})"
-            )
+            raise ValueError(f"unknown weather parameter {unknown[0]!r} (allowed: {', '.join(cls.field_names())})")
         return replace(cls(), **{k: float(v) for k, v in params.items()}, name=name)
 
 
 def _p(cloud, prec, dep, wind, alt, fog, wet, fog_dist=0.75, fall=0.1, dust=0.0) -> dict:
     vals = dict(
-        cloudiness=cloud, precipitation=prec, precipitation_deposits=dep, wind_intensity=wind,
-        sun_altitude_angle=alt, fog_density=fog, wetness=wet, fog_distance=fog_dist,
-        fog_falloff=fall, dust_storm=dust,
+        cloudiness=cloud,
+        precipitation=prec,
+        precipitation_deposits=dep,
+        wind_intensity=wind,
+        sun_altitude_angle=alt,
+        fog_density=fog,
+        wetness=wet,
+        fog_distance=fog_dist,
+        fog_falloff=fall,
+        dust_storm=dust,
     )
     return {k: float(v) for k, v in vals.items()}
 

@@ -278,9 +278,7 @@ def _library() -> list[ActorBlueprint]:
 class Actor:
     """One actor of the stand-in world (vehicle, sensor, walker or walker controller)."""
 
-    def __init__(
-        self, server: Server, id: int, bp: ActorBlueprint, transform: Transform, parent: Any
-    ) -> None:
+    def __init__(self, server: Server, id: int, bp: ActorBlueprint, transform: Transform, parent: Any) -> None:
         self._server, self.id, self.type_id = server, id, bp.id
         self.attributes = dict(bp.attributes)
         self._transform, self.parent = copy.deepcopy(transform), parent
@@ -416,15 +414,27 @@ class World:
     def get_blueprint_library(self) -> BlueprintLibrary:
         return BlueprintLibrary(_library())
 
-    def spawn_actor(self, blueprint: ActorBlueprint, transform: Transform, attach_to: Any = None,
-                    attachment_type: int = 0, bone: str = "") -> Actor:
+    def spawn_actor(
+        self,
+        blueprint: ActorBlueprint,
+        transform: Transform,
+        attach_to: Any = None,
+        attachment_type: int = 0,
+        bone: str = "",
+    ) -> Actor:
         actor = self.try_spawn_actor(blueprint, transform, attach_to, attachment_type)
         if actor is None:
             raise RuntimeError("Spawn failed because of collision at spawn position")
         return actor
 
-    def try_spawn_actor(self, blueprint: ActorBlueprint, transform: Transform, attach_to: Any = None,
-                        attachment_type: int = 0, bone: str = "") -> Actor | None:
+    def try_spawn_actor(
+        self,
+        blueprint: ActorBlueprint,
+        transform: Transform,
+        attach_to: Any = None,
+        attachment_type: int = 0,
+        bone: str = "",
+    ) -> Actor | None:
         return self._server.spawn(blueprint, transform, attach_to)
 
     def get_actors(self, actor_ids: list[int] | None = None) -> list[Actor]:
@@ -458,9 +468,7 @@ class World:
 
 
 class Client:
-    def __init__(
-        self, server: Server, host: str = "127.0.0.1", port: int = 2000, worker_threads: int = 0
-    ) -> None:
+    def __init__(self, server: Server, host: str = "127.0.0.1", port: int = 2000, worker_threads: int = 0) -> None:
         self._server, self.host, self.port = server, host, port
         self._timeout = 5.0
 
@@ -541,8 +549,14 @@ class Client:
 class Server:
     """The state of the stand-in world: settings, frame counter, actors, faults and the call log."""
 
-    def __init__(self, version: str = "0.9.16", map_name: str = "Carla/Maps/Town03",
-                 settings: WorldSettings | None = None, spawn_y: float = 0.0, occupied: int = 0) -> None:
+    def __init__(
+        self,
+        version: str = "0.9.16",
+        map_name: str = "Carla/Maps/Town03",
+        settings: WorldSettings | None = None,
+        spawn_y: float = 0.0,
+        occupied: int = 0,
+    ) -> None:
         self.version, self.map_name = version, map_name
         self.opendrive: str | None = None  # the text of a world built by generate_opendrive_world
         self.settings = settings if settings is not None else WorldSettings()
@@ -581,8 +595,7 @@ class Server:
         if parent is None and bp.id.startswith("vehicle."):
             taken = [a for a in self.actors.values() if a.type_id.startswith("vehicle.")]
             loc = transform.location
-            if any(math.hypot(a._transform.location.x - loc.x, a._transform.location.y - loc.y) < 2.0
-                   for a in taken):
+            if any(math.hypot(a._transform.location.x - loc.x, a._transform.location.y - loc.y) < 2.0 for a in taken):
                 return None
             if self.occupied and loc.x < 10.0 * self.occupied - 1e-6:
                 return None
@@ -681,7 +694,10 @@ class StandinCarla:
     AttachmentType = AttachmentType
     OpendriveGenerationParameters = OpendriveGenerationParameters
     command = SimpleNamespace(
-        SpawnActor=SpawnActor, SetAutopilot=SetAutopilot, DestroyActor=DestroyActor, FutureActor=_Future,
+        SpawnActor=SpawnActor,
+        SetAutopilot=SetAutopilot,
+        DestroyActor=DestroyActor,
+        FutureActor=_Future,
         Response=Response,
     )
 

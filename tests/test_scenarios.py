@@ -23,7 +23,10 @@ def test_shipped_scenarios_load():
 
 
 def test_weather_cycle_and_custom(tmp_path):
-    sc = load_scenario(write(tmp_path, """
+    sc = load_scenario(
+        write(
+            tmp_path,
+            """
 town = "Town01"
 weather = ["ClearNoon", {name = "dusk", sun_altitude_angle = 5.0, fog_density = 20}]
 weather_every = 10
@@ -31,7 +34,9 @@ metres = 500
 [[camera]]
 width = 64
 height = 32
-"""))
+""",
+        )
+    )
     assert sc.weather_at(0).name == "ClearNoon" and sc.weather_at(10).name == "dusk"
     assert sc.weather_at(20).name == "ClearNoon"
     assert sc.frames is None and sc.is_done(0, 500.0) and not sc.is_done(10**6, 10.0)

@@ -45,8 +45,7 @@ class EmbeddedBackend(BackendBase):
             raise BackendError(f"{e} (fix the file or choose another map)") from None
         except KeyError:
             raise BackendError(
-                f"unknown town {scenario.town!r} for the embedded simulator "
-                f"(choose one of: {', '.join(town_names())})"
+                f"unknown town {scenario.town!r} for the embedded simulator (choose one of: {', '.join(town_names())})"
             ) from None
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else int(seed)
@@ -63,9 +62,7 @@ class EmbeddedBackend(BackendBase):
         self.sim_time = 0.0
         self.distance = 0.0
         self.collided = False
-        self._renderers = {
-            cam.name: CameraRenderer(cam, self.town.ground, seed=self.seed) for cam in scenario.cameras
-        }
+        self._renderers = {cam.name: CameraRenderer(cam, self.town.ground, seed=self.seed) for cam in scenario.cameras}
         self._static = self._static_obstacles()
         return self._observe(False)
 
@@ -203,10 +200,21 @@ class EmbeddedBackend(BackendBase):
         gap, lead_v = self.traffic.leader_gap(ego)
         lead = (float(gap), float(lead_v)) if gap < 80.0 else (None, None)
         state = EgoState(
-            x=ego.x, y=ego.y, z=0.0, yaw=ego.yaw, speed=ego.v, steer=getattr(self, "_steer", 0.0),
-            lane_id=ego.lane, lane_width=lane.width, lateral_offset=lat,
-            heading_error=wrap_scalar(ego.yaw - heading), distance=self.distance,
-            collision=collision, in_junction=lane.road is None, lead_distance=lead[0], lead_speed=lead[1],
+            x=ego.x,
+            y=ego.y,
+            z=0.0,
+            yaw=ego.yaw,
+            speed=ego.v,
+            steer=getattr(self, "_steer", 0.0),
+            lane_id=ego.lane,
+            lane_width=lane.width,
+            lateral_offset=lat,
+            heading_error=wrap_scalar(ego.yaw - heading),
+            distance=self.distance,
+            collision=collision,
+            in_junction=lane.road is None,
+            lead_distance=lead[0],
+            lead_speed=lead[1],
         )
         weather = sc.weather_at(self.frame)
         cams = {}

@@ -27,11 +27,16 @@ class Boxes:
     def from_rows(rows: list[tuple]) -> Boxes:
         if not rows:
             z = np.zeros((0,))
-            return Boxes(np.zeros((0, 2)), z, np.zeros((0, 3)), z, np.zeros((0, 3), np.uint8),
-                         np.zeros((0,), np.uint8))
+            return Boxes(np.zeros((0, 2)), z, np.zeros((0, 3)), z, np.zeros((0, 3), np.uint8), np.zeros((0,), np.uint8))
         xy, yaw, size, z0, color, tag = zip(*rows, strict=True)
-        return Boxes(np.array(xy, float), np.array(yaw, float), np.array(size, float),
-                     np.array(z0, float), np.array(color, np.uint8), np.array(tag, np.uint8))
+        return Boxes(
+            np.array(xy, float),
+            np.array(yaw, float),
+            np.array(size, float),
+            np.array(z0, float),
+            np.array(color, np.uint8),
+            np.array(tag, np.uint8),
+        )
 
     def geometry(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """World corners (N, 8, 3), face normals (N, 5, 3) and face centres (N, 5, 3), cached."""
@@ -48,10 +53,16 @@ class Boxes:
         wz = self.z0[:, None] + local[..., 2]
         world = np.stack([wx, wy, wz], -1)
         zero = 0 * cy
-        normals = np.stack([
-            np.stack([cy, sy, zero], 1), np.stack([-cy, -sy, zero], 1),
-            np.stack([-sy, cy, zero], 1), np.stack([sy, -cy, zero], 1),
-            np.stack([zero, zero, zero + 1.0], 1)], 1)
+        normals = np.stack(
+            [
+                np.stack([cy, sy, zero], 1),
+                np.stack([-cy, -sy, zero], 1),
+                np.stack([-sy, cy, zero], 1),
+                np.stack([sy, -cy, zero], 1),
+                np.stack([zero, zero, zero + 1.0], 1),
+            ],
+            1,
+        )
         self._geometry = (world, normals, world[:, FACES].mean(2))
         return self._geometry
 
@@ -76,12 +87,21 @@ class Scenery:
     spheres: Spheres
 
     def footprints(self) -> list[np.ndarray]:
-        return [self.boxes.footprint(i) for i in range(len(self.boxes.yaw))
-                if self.boxes.tag[i] == tags.BUILDING]
+        return [self.boxes.footprint(i) for i in range(len(self.boxes.yaw)) if self.boxes.tag[i] == tags.BUILDING]
 
 
-BUILDING_COLORS = np.array([[150, 140, 130], [170, 160, 150], [120, 110, 105], [185, 175, 160],
-                            [140, 95, 80], [110, 120, 130], [200, 195, 185], [95, 90, 100]])
+BUILDING_COLORS = np.array(
+    [
+        [150, 140, 130],
+        [170, 160, 150],
+        [120, 110, 105],
+        [185, 175, 160],
+        [140, 95, 80],
+        [110, 120, 130],
+        [200, 195, 185],
+        [95, 90, 100],
+    ]
+)
 
 
 class _Occupancy:
@@ -168,8 +188,7 @@ def build_scenery(net: RoadNetwork, r: TownRecipe, rng: np.random.Generator) -> 
                     rows.append((p, 0.0, (0.35, 0.35, trunk_h), 0.0, (90, 70, 50), tags.VEGETATION))
                     rad = rng.uniform(1.5, 2.6)
                     green = np.array([60, 105, 40]) + rng.integers(-15, 15, 3)
-                    spheres.append(((p[0], p[1], trunk_h + rad * 0.7), rad, np.clip(green, 0, 255),
-                                    tags.VEGETATION))
+                    spheres.append(((p[0], p[1], trunk_h + rad * 0.7), rad, np.clip(green, 0, 255), tags.VEGETATION))
                 pos += r.tree_every * rng.uniform(0.7, 1.3)
             pos = rng.uniform(5, 30)
             while pos < length - 5:
@@ -185,8 +204,16 @@ def build_scenery(net: RoadNetwork, r: TownRecipe, rng: np.random.Generator) -> 
                     j = min(k + 8, len(c) - 1)
                     a, b = c[k] + side * n[k] * (hw + 0.9), c[j] + side * n[j] * (hw + 0.9)
                     mid, d = (a + b) / 2, b - a
-                    rows.append((mid, float(np.arctan2(d[1], d[0])), (np.linalg.norm(d) + 0.1, 0.25, 0.8),
-                                 0.0, (170, 170, 175), tags.GUARD_RAIL))
+                    rows.append(
+                        (
+                            mid,
+                            float(np.arctan2(d[1], d[0])),
+                            (np.linalg.norm(d) + 0.1, 0.25, 0.8),
+                            0.0,
+                            (170, 170, 175),
+                            tags.GUARD_RAIL,
+                        )
+                    )
     # Stop signs and traffic lights at junction mouths, on the right of the incoming lanes.
     for road in net.roads:
         if road.closed:
@@ -205,7 +232,14 @@ def build_scenery(net: RoadNetwork, r: TownRecipe, rng: np.random.Generator) -> 
             else:
                 rows.append((base, yaw, (0.12, 0.12, 2.2), 0.0, (150, 150, 150), tags.POLE))
                 rows.append((base, yaw, (0.08, 0.8, 0.8), 2.1, (200, 30, 30), tags.TRAFFIC_SIGN))
-    sph = (Spheres(np.array([s_[0] for s_ in spheres], float), np.array([s_[1] for s_ in spheres], float),
-                   np.array([s_[2] for s_ in spheres], np.uint8), np.array([s_[3] for s_ in spheres], np.uint8))
-           if spheres else Spheres(np.zeros((0, 3)), np.zeros(0), np.zeros((0, 3), np.uint8), np.zeros(0, np.uint8)))
+    sph = (
+        Spheres(
+            np.array([s_[0] for s_ in spheres], float),
+            np.array([s_[1] for s_ in spheres], float),
+            np.array([s_[2] for s_ in spheres], np.uint8),
+            np.array([s_[3] for s_ in spheres], np.uint8),
+        )
+        if spheres
+        else Spheres(np.zeros((0, 3)), np.zeros(0), np.zeros((0, 3), np.uint8), np.zeros(0, np.uint8))
+    )
     return Scenery(Boxes.from_rows(rows), sph)

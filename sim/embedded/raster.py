@@ -16,8 +16,16 @@ from sim import tags
 from sim.embedded.roadnet import Marking, RoadNetwork
 
 GRASS, ASPHALT, WHITE, YELLOW, CONCRETE, CURB, DIRT, PATCH = range(8)
-MATERIAL_TAG = {GRASS: tags.TERRAIN, ASPHALT: tags.ROAD, WHITE: tags.ROAD_LINE, YELLOW: tags.ROAD_LINE,
-                CONCRETE: tags.SIDEWALK, CURB: tags.SIDEWALK, DIRT: tags.GROUND, PATCH: tags.ROAD}
+MATERIAL_TAG = {
+    GRASS: tags.TERRAIN,
+    ASPHALT: tags.ROAD,
+    WHITE: tags.ROAD_LINE,
+    YELLOW: tags.ROAD_LINE,
+    CONCRETE: tags.SIDEWALK,
+    CURB: tags.SIDEWALK,
+    DIRT: tags.GROUND,
+    PATCH: tags.ROAD,
+}
 SHIFT = 2  # sub-pixel bits for OpenCV drawing
 # Tag of every material byte: the painter always writes a tag and its material together, so a
 # ground pixel's tag is a function of its material byte (the renderer reads both in one look-up).
@@ -110,8 +118,9 @@ class _Painter:
         self.g.data = np.ascontiguousarray(np.stack([self.tag, self.mat], axis=-1))
 
 
-def paint_ground(net: RoadNetwork, res: float, sidewalk: float, rng: np.random.Generator,
-                 footprints: list[np.ndarray] | None = None) -> GroundRaster:
+def paint_ground(
+    net: RoadNetwork, res: float, sidewalk: float, rng: np.random.Generator, footprints: list[np.ndarray] | None = None
+) -> GroundRaster:
     """Paint terrain, sidewalks with curbs, roads, junctions and markings into a raster."""
     xmin, ymin, xmax, ymax = net.bounds
     w = int(np.ceil((xmax - xmin) / res))

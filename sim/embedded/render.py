@@ -21,14 +21,20 @@ from sim.types import CameraSpec, Weather
 NEAR = 0.15
 FAR = 160.0
 MATERIAL_RGB = {
-    rmat.GRASS: (86, 122, 66), rmat.ASPHALT: (92, 92, 96), rmat.WHITE: (228, 228, 222),
-    rmat.YELLOW: (222, 184, 58), rmat.CONCRETE: (168, 163, 156), rmat.CURB: (196, 192, 186),
-    rmat.DIRT: (118, 104, 86), rmat.PATCH: (72, 72, 76),
+    rmat.GRASS: (86, 122, 66),
+    rmat.ASPHALT: (92, 92, 96),
+    rmat.WHITE: (228, 228, 222),
+    rmat.YELLOW: (222, 184, 58),
+    rmat.CONCRETE: (168, 163, 156),
+    rmat.CURB: (196, 192, 186),
+    rmat.DIRT: (118, 104, 86),
+    rmat.PATCH: (72, 72, 76),
 }
 # Corner indices of the faces of a box: front(+x) back(-x) left(+y) right(-y) top.
 FACES = np.array([[0, 3, 7, 4], [1, 5, 6, 2], [0, 4, 5, 1], [3, 2, 6, 7], [4, 5, 6, 7]])
-_CORNERS = np.array([[1, 1, 0], [-1, 1, 0], [-1, -1, 0], [1, -1, 0],
-                     [1, 1, 1], [-1, 1, 1], [-1, -1, 1], [1, -1, 1]], float)
+_CORNERS = np.array(
+    [[1, 1, 0], [-1, 1, 0], [-1, -1, 0], [1, -1, 0], [1, 1, 1], [-1, 1, 1], [-1, -1, 1], [1, -1, 1]], float
+)
 
 
 @dataclass
@@ -80,8 +86,13 @@ def material_lut(lt: Lighting) -> np.ndarray:
             base = base * (1 - 0.15 * lt.wet)
         for s in range(16):
             spread = 0.28 * (1 - 0.5 * lt.wet)
-            lut[m * 16 + s] = base * (1 - spread / 2 + spread * s / 15) * lt.light / max(lt.light.mean(), 1e-3) * (
-                lt.light.mean() * 0.75 + lt.ambient * 0.35)
+            lut[m * 16 + s] = (
+                base
+                * (1 - spread / 2 + spread * s / 15)
+                * lt.light
+                / max(lt.light.mean(), 1e-3)
+                * (lt.light.mean() * 0.75 + lt.ambient * 0.35)
+            )
     return np.clip(lut, 0, 255).astype(np.uint8)
 
 
@@ -172,7 +183,8 @@ class CameraRenderer:
         gain_c = (np.arange(n_g) + 0.5) / n_g * gmax if n_g > 1 else np.ones(1)
         lut = self.lut.astype(np.float32)[None, None]  # (1, 1, 256, 3)
         table = lut * gain_c[:, None, None, None] * (1 - fog_c)[None, :, None, None] + (
-            fog_c[None, :, None, None] * lt.fog_rgb[None, None, None, :])
+            fog_c[None, :, None, None] * lt.fog_rgb[None, None, None, :]
+        )
         rgb = np.clip(table, 0, 255).astype(np.uint8).reshape(-1, 3)
         # (R, G, B, tag) of each (class, material byte) packed in one uint32: a frame's ground is
         # then one gather straight into the 4-channel image, seen as uint32 pixels.
@@ -191,8 +203,9 @@ class CameraRenderer:
                     cv2.line(layer, (int(x0), int(y0)), (int(x0 + ln * 0.25), int(y0 + ln)), 60, 1)
                 self.rain_layers.append(cv2.merge([layer, layer, layer]))
 
-    def render(self, x: float, y: float, yaw: float, scenery: Scenery, dynamic: Boxes,
-               weather: Weather, frame: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def render(
+        self, x: float, y: float, yaw: float, scenery: Scenery, dynamic: Boxes, weather: Weather, frame: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """RGB (HxWx3 uint8) and tag ids (HxW uint8) seen from the ego pose."""
         self._set_weather(weather)
         r_wc, c = self.pose(x, y, yaw)
@@ -215,9 +228,14 @@ class CameraRenderer:
         border = (tags.TERRAIN, rmat.GRASS * 16 + 8, 0, 0)
         # Warp both raster channels, not the material alone: OpenCV 5 samples 1-channel images
         # with other (float) coordinate kernels, which would move some pixels.
-        out = cv2.warpPerspective(self.ground.data, m, (w, h - self.v0),
-                                  flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                                  borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+        out = cv2.warpPerspective(
+            self.ground.data,
+            m,
+            (w, h - self.v0),
+            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=border,
+        )
         # The tag comes from the material byte (raster.TAG_OF_BYTE); out[..., 0] equals it.
         np.add(self.g_index, out[..., 1], out=self._g_idx)
         np.take(self.g_table, self._g_idx, out=img.view(np.uint32)[self.v0 :, :, 0], mode="clip")
@@ -232,8 +250,9 @@ class CameraRenderer:
             dist = np.hypot(d[:, 0], d[:, 1])
             reach = np.hypot(boxes.size[:, 0], boxes.size[:, 1]) / 2
             big = np.maximum(boxes.size.max(1), 0.3)
-            keep = np.nonzero((dist < FAR + reach) & (d @ fwd > -reach - 1.0)
-                              & (big * self.f > 0.6 * np.maximum(dist - reach, 0.1)))[0]
+            keep = np.nonzero(
+                (dist < FAR + reach) & (d @ fwd > -reach - 1.0) & (big * self.f > 0.6 * np.maximum(dist - reach, 0.1))
+            )[0]
             if len(keep):
                 items += self._box_faces(boxes, keep, r_wc, c, dist[keep])
         sph = scenery.spheres
@@ -266,8 +285,15 @@ class CameraRenderer:
         u = self.f * pc[:, 0] / z + w / 2
         v = self.f * pc[:, 1] / z + h / 2
         rp = self.f * sph.radius / z
-        keep = np.nonzero((dist < FAR) & (pc[:, 2] > NEAR + sph.radius) & (rp > 0.4)
-                          & (u + rp > 0) & (u - rp < w) & (v + rp > 0) & (v - rp < h))[0]
+        keep = np.nonzero(
+            (dist < FAR)
+            & (pc[:, 2] > NEAR + sph.radius)
+            & (rp > 0.4)
+            & (u + rp > 0)
+            & (u - rp < w)
+            & (v + rp > 0)
+            & (v - rp < h)
+        )[0]
         if not len(keep):
             return []
         base = sph.color[keep].astype(float) * (0.85 + 0.15 * self.lt.ambient)
@@ -283,8 +309,9 @@ class CameraRenderer:
         zc = cam[..., 2]
         front = (zc > NEAR).all(1)
         uv = cam[..., :2] / np.maximum(zc, NEAR)[..., None] * self.f + (w / 2, h / 2)
-        onscreen = ~front | ((uv[..., 0].max(1) > 0) & (uv[..., 0].min(1) < w)
-                             & (uv[..., 1].max(1) > 0) & (uv[..., 1].min(1) < h))
+        onscreen = ~front | (
+            (uv[..., 0].max(1) > 0) & (uv[..., 0].min(1) < w) & (uv[..., 1].max(1) > 0) & (uv[..., 1].min(1) < h)
+        )
         onscreen &= (zc > NEAR).any(1)
         visible = (((c - centers) * normals).sum(-1) > 0) & onscreen[:, None]
         ks, fs = np.nonzero(visible)

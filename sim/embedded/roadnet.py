@@ -265,8 +265,7 @@ def build_network(r: TownRecipe, rng: np.random.Generator) -> RoadNetwork:
 
     xy = np.vstack([rd.center for rd in roads])
     margin = 60.0
-    bounds = (xy[:, 0].min() - margin, xy[:, 1].min() - margin,
-              xy[:, 0].max() + margin, xy[:, 1].max() + margin)
+    bounds = (xy[:, 0].min() - margin, xy[:, 1].min() - margin, xy[:, 0].max() + margin, xy[:, 1].max() + margin)
     spawns = []
     for lane in lanes:
         if lane.road is not None and lane.path.length > 30:

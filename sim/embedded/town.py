@@ -33,7 +33,12 @@ def load_town(name: str) -> Town:
     seed = zlib.crc32(base.encode())
     net = build_network(r, np.random.default_rng(seed))
     scenery = build_scenery(net, r, np.random.default_rng(seed + 1))
-    ground = paint_ground(net, r.resolution if r.kind == "loop" else 0.06, r.sidewalk,
-                          np.random.default_rng(seed + 2), scenery.footprints())
+    ground = paint_ground(
+        net,
+        r.resolution if r.kind == "loop" else 0.06,
+        r.sidewalk,
+        np.random.default_rng(seed + 2),
+        scenery.footprints(),
+    )
     xy, ids = net.lane_points()
     return Town(name, r, net, ground, scenery, xy, ids)

@@ -30,18 +30,35 @@ class TownRecipe:
 
 
 TOWNS: dict[str, TownRecipe] = {
-    "Town01": TownRecipe("grid", nx=4, ny=3, spacing=90, lanes=(1,), bend=0.0,
-                         building_height=(5, 12), drop_edges=0.1),
-    "Town02": TownRecipe("grid", nx=3, ny=3, spacing=75, lanes=(1,), bend=0.0,
-                         building_height=(5, 10), drop_edges=0.1),
-    "Town03": TownRecipe("grid", nx=4, ny=4, spacing=110, lanes=(1, 2, 2), bend=14.0,
-                         building_height=(6, 24), drop_edges=0.18),
-    "Town04": TownRecipe("loop", lanes=(3,), lane_width=3.6, radius=260.0, sidewalk=0.0,
-                         building_density=0.15, tree_every=14.0, resolution=0.08),
-    "Town05": TownRecipe("grid", nx=4, ny=4, spacing=100, lanes=(2,), bend=0.0,
-                         building_height=(8, 30), drop_edges=0.12),
-    "Town10HD": TownRecipe("grid", nx=4, ny=4, spacing=80, lanes=(1, 2), bend=6.0,
-                           building_height=(12, 45), building_density=1.0, drop_edges=0.15),
+    "Town01": TownRecipe("grid", nx=4, ny=3, spacing=90, lanes=(1,), bend=0.0, building_height=(5, 12), drop_edges=0.1),
+    "Town02": TownRecipe("grid", nx=3, ny=3, spacing=75, lanes=(1,), bend=0.0, building_height=(5, 10), drop_edges=0.1),
+    "Town03": TownRecipe(
+        "grid", nx=4, ny=4, spacing=110, lanes=(1, 2, 2), bend=14.0, building_height=(6, 24), drop_edges=0.18
+    ),
+    "Town04": TownRecipe(
+        "loop",
+        lanes=(3,),
+        lane_width=3.6,
+        radius=260.0,
+        sidewalk=0.0,
+        building_density=0.15,
+        tree_every=14.0,
+        resolution=0.08,
+    ),
+    "Town05": TownRecipe(
+        "grid", nx=4, ny=4, spacing=100, lanes=(2,), bend=0.0, building_height=(8, 30), drop_edges=0.12
+    ),
+    "Town10HD": TownRecipe(
+        "grid",
+        nx=4,
+        ny=4,
+        spacing=80,
+        lanes=(1, 2),
+        bend=6.0,
+        building_height=(12, 45),
+        building_density=1.0,
+        drop_edges=0.15,
+    ),
 }
 
 

@@ -19,8 +19,17 @@ from sim.types import Control
 from sim.vehicle import MAX_STEER_RAD, WHEELBASE_M, pure_pursuit_steer
 
 A_MAX, B_COMF, A_LAT = 2.0, 3.0, 2.2
-CAR_COLORS = [(200, 30, 30), (30, 60, 160), (230, 230, 230), (25, 25, 25), (130, 130, 135),
-              (200, 170, 30), (40, 120, 60), (150, 40, 120), (210, 110, 30)]
+CAR_COLORS = [
+    (200, 30, 30),
+    (30, 60, 160),
+    (230, 230, 230),
+    (25, 25, 25),
+    (130, 130, 135),
+    (200, 170, 30),
+    (40, 120, 60),
+    (150, 40, 120),
+    (210, 110, 30),
+]
 
 
 @dataclass
@@ -258,8 +267,9 @@ def obb_overlap(a: tuple, b: tuple) -> bool:
     def corners(r):
         c, s = math.cos(r[2]), math.sin(r[2])
         hl, hw = r[3] / 2, r[4] / 2
-        return [(r[0] + c * px - s * py, r[1] + s * px + c * py)
-                for px, py in ((hl, hw), (-hl, hw), (-hl, -hw), (hl, -hw))]
+        return [
+            (r[0] + c * px - s * py, r[1] + s * px + c * py) for px, py in ((hl, hw), (-hl, hw), (-hl, -hw), (hl, -hw))
+        ]
 
     ca, cb = corners(a), corners(b)
     for ax in axes(a) + axes(b):
