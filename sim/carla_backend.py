@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import math
 import queue
 import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,11 +50,22 @@ __all__ = [
     "same_town",
 ]
 
-INSTALL_HINT = "pip install 'laneloop[carla]' (the carla==0.9.16 client, Python 3.10-3.12)"
 EGO_BLUEPRINT = "vehicle.lincoln.mkz_2020"
 """A fixed ego model, so that the camera height means the same thing across runs."""
 
-from sim.carla_actors import connect, frame_matched, spawn_vehicles, spawn_walkers
+from sim.carla_actors import (
+    connect,
+    ego_blueprint,
+    frame_matched,
+    generation_parameters,
+    import_carla,
+    lane_state,
+    read_opendrive,
+    spawn_first_free,
+    spawn_points,
+    spawn_vehicles,
+    spawn_walkers,
+)
 from sim.carla_convert import (  # noqa: F401 - re-exported, the backend's public helpers
     MAX_SUBSTEP_DT,
     MAX_SUBSTEPS,
@@ -83,14 +92,6 @@ class _Camera:
     semantic_queue: queue.Queue
 
 
-def _import_carla() -> Any:
-    try:
-        import carla  # lazy on purpose: the embedded default never needs it
-    except ImportError as e:
-        raise BackendError(f"the CARLA client is not installed ({INSTALL_HINT})") from e
-    return carla
-
-
 class CarlaBackend(BackendBase):
     """A CARLA server driven synchronously: one `step()` is one `world.tick()` of `scenario.dt`.
 
@@ -110,7 +111,7 @@ class CarlaBackend(BackendBase):
     ) -> None:
         self.host, self.port, self.tm_port, self.timeout = host, int(port), int(tm_port), float(timeout)
         self.sensor_timeout = float(sensor_timeout) if sensor_timeout is not None else self.timeout
-        self._carla = carla_module if carla_module is not None else _import_carla()
+        self._carla = carla_module if carla_module is not None else import_carla()
         self._closed = False
         self._dead = False  # the server stopped answering: skip further calls during cleanup
         self._world: Any = None
@@ -266,30 +267,12 @@ class CarlaBackend(BackendBase):
         CARLA meshes the roads from the file alone (`generate_opendrive_world`): it draws no
         road marks and no buildings, so camera frames have no RoadLine pixels there.
         """
-        from sim.maps.opendrive import OpenDriveError, parse
-
-        try:
-            text = Path(path).read_text()
-            parse(text, str(path))  # a bad file fails here in one line, before the server changes
-        except OSError as e:
-            raise BackendError(f"cannot read the map {path}: {e.strerror} (check the path)") from None
-        except OpenDriveError as e:
-            raise BackendError(f"{e} (fix the file or choose another map)") from None
-        sha = hashlib.sha256(text.encode()).hexdigest()
+        text, sha = read_opendrive(path)  # a bad file fails here in one line, before the server changes
         if sha != self._opendrive_sha:
             if self._found_settings is None:
                 self._found_settings = self._world.get_settings()
-            params = self._carla.OpendriveGenerationParameters(
-                vertex_distance=2.0,
-                max_road_length=50.0,
-                wall_height=1.0,
-                additional_width=0.6,
-                smooth_junctions=True,
-                enable_mesh_visibility=True,
-                enable_pedestrian_navigation=True,
-            )
             # Keep the settings across the load, as for a town: close() restores them as found.
-            self._world = self._client.generate_opendrive_world(text, params, False)
+            self._world = self._client.generate_opendrive_world(text, generation_parameters(self._carla), False)
             self._applied_dt = None
             self._opendrive_sha = sha
         self._map = self._world.get_map()
@@ -330,34 +313,13 @@ class CarlaBackend(BackendBase):
 
     def _spawn_ego(self, scenario: Scenario, rng: np.random.Generator) -> None:
         carla = self._carla
-        points = list(self._map.get_spawn_points())
-        if not points and scenario.map:  # a world built from a file may have none: every 25 m of lane
-            points = [
-                carla.Transform(
-                    carla.Location(w.transform.location.x, w.transform.location.y, w.transform.location.z + 0.5),
-                    w.transform.rotation,
-                )
-                for w in self._map.generate_waypoints(25.0)
-            ]
+        points = spawn_points(carla, self._map, from_lanes=bool(scenario.map))
         if not points:
             raise BackendError(f"{scenario.place!r} has no spawn points (choose another town or map)")
         library = self._world.get_blueprint_library()
-        found = library.filter(EGO_BLUEPRINT)
-        bp = found[0] if len(found) else sorted(library.filter("vehicle.*"), key=lambda b: b.id)[0]
-        if bp.has_attribute("role_name"):
-            bp.set_attribute("role_name", "hero")
-        if scenario.ego_spawn is not None:
-            first = scenario.ego_spawn % len(points)
-        else:
-            first = int(rng.integers(len(points)))
-        self._ego_spawn_index = None
-        for k in range(len(points)):
-            index = (first + k) % len(points)
-            actor = self._world.try_spawn_actor(bp, points[index])
-            if actor is not None:
-                self._ego = actor
-                self._ego_spawn_index = index
-                break
+        bp = ego_blueprint(library, EGO_BLUEPRINT)
+        first = scenario.ego_spawn % len(points) if scenario.ego_spawn is not None else int(rng.integers(len(points)))
+        self._ego, self._ego_spawn_index = spawn_first_free(self._world, bp, points, first)
         if self._ego is None:
             raise BackendError(f"no free spawn point for the ego in {scenario.place!r} (fewer NPCs?)")
         # Collision sensor: events arrive on the client's thread; keep only their frame ids.
@@ -449,7 +411,6 @@ class CarlaBackend(BackendBase):
         )
 
     def _ego_state(self, frame: int) -> EgoState:
-        carla = self._carla
         tf = self._ego.get_transform()
         x, y, z, yaw = from_carla(tf.location.x, tf.location.y, tf.location.z, tf.rotation.yaw)
         v = self._ego.get_velocity()
@@ -457,15 +418,7 @@ class CarlaBackend(BackendBase):
         if self._last_xy is not None:
             self._distance += math.hypot(x - self._last_xy[0], y - self._last_xy[1])
         self._last_xy = (x, y)
-        lane_id = lane_width = offset = heading = None
-        in_junction = False
-        wp = self._map.get_waypoint(tf.location, True, carla.LaneType.Driving)
-        if wp is not None:
-            wtf = wp.transform
-            lx, ly, _, lyaw = from_carla(wtf.location.x, wtf.location.y, wtf.location.z, wtf.rotation.yaw)
-            offset, heading = lane_errors(x, y, yaw, lx, ly, lyaw)
-            lane_id, lane_width = int(wp.lane_id), float(wp.lane_width)
-            in_junction = bool(wp.is_junction)
+        lane_id, lane_width, offset, heading, in_junction = lane_state(self._carla, self._map, tf.location, x, y, yaw)
         with self._collision_lock:
             collision = any(f <= frame for f in self._collisions)
             self._collisions = [f for f in self._collisions if f > frame]
