@@ -15,6 +15,7 @@ It imports neither torch nor any laneloop package, so the world (`sim`) may use 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -225,6 +226,15 @@ def size_type(minimum: int = 1) -> Callable[[str], tuple[int, int]]:
     return parse
 
 
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """First 16 hex digits of a file's SHA-256: how a checkpoint names the file it was made from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 __all__ = [
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
@@ -236,6 +246,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "fail",
+    "file_digest",
     "interrupt_on_signals",
     "parse_size",
     "progress_bar",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import os
 import shlex
 import sys
@@ -25,7 +24,7 @@ from dataset.reader import LaneDataset, dataset_for
 from perception import quantized
 from perception.checkpoint import CheckpointError, CheckpointMeta, Quantization
 from perception.predictor import use_inductor_cache
-from plumbing import run_cli
+from plumbing import file_digest, run_cli  # file_digest: re-exported for quant/
 
 
 class QuantError(Exception):
@@ -74,15 +73,6 @@ def check_output(path: str | Path, overwrite: bool) -> Path:
 def command_line() -> str:
     """The command that is running, for the checkpoint's ``command`` field."""
     return shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-
-
-def file_digest(path: str | Path) -> str:
-    """First 16 hex digits of the file's SHA-256: the parent checkpoint's identity."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def binary_dataset_for(

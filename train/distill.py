@@ -19,9 +19,15 @@ student sees.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dataset.reader import LaneDataset
+from perception.checkpoint import Normalisation, Task, build_from_checkpoint
+from plumbing import file_digest
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
@@ -61,3 +67,32 @@ class Distiller:
         with torch.no_grad():
             target = self.teacher(images)
         return self.weight * distill_loss(student_logits, target, self.temperature)
+
+
+def make_distiller(settings: dict[str, Any], train_set: LaneDataset) -> tuple[Distiller | None, dict[str, Any]]:
+    """The teacher of ``settings["teacher"]`` (None: no distillation) and its record for the metadata.
+
+    The teacher must predict the same task (kind and tags) from the same normalisation, or its
+    logits mean something else; it runs on the student's input size.
+    """
+    path = settings.get("teacher")  # .get: runs stored before distillation existed resume too
+    if path is None:
+        return None, {}
+    teacher, tmeta = build_from_checkpoint(path)
+    if tmeta.task != Task.from_dict(train_set.task_dict):
+        raise ValueError(
+            f"teacher {path} predicts {tmeta.task.to_dict()} but this run trains {train_set.task_dict} "
+            "(use a teacher trained on the same --tags)"
+        )
+    if tmeta.normalisation != Normalisation.from_dict(train_set.normalisation):
+        raise ValueError(f"teacher {path} expects another input normalisation (use a teacher trained on this data)")
+    weight, temperature = settings.get("distill_weight", 1.0), settings.get("distill_temperature", 2.0)
+    record = {
+        "teacher": str(path),
+        "teacher_sha256_16": file_digest(path),
+        "teacher_arch": tmeta.arch,
+        "teacher_arch_kwargs": dict(tmeta.arch_kwargs),
+        "weight": float(weight),
+        "temperature": float(temperature),
+    }
+    return Distiller(teacher.to(memory_format=torch.channels_last), weight, temperature), record

@@ -56,7 +56,6 @@ from perception.checkpoint import (
     CheckpointMeta,
     Normalisation,
     Task,
-    build_from_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -65,7 +64,7 @@ from perception.models import build_model
 from perception.predictor import module_predictor
 from plumbing import atomic_output, interrupt_on_signals, parse_size, progress_bar
 from train.augment import AugmentedDataset, PairedAugment
-from train.distill import Distiller
+from train.distill import Distiller, make_distiller
 from train.losses import LOSSES, build_loss
 
 log = logging.getLogger("train")
@@ -471,40 +470,6 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
         tb.close()
     print(f"best val IoU {best_iou:.4f}: {best_path}")
     return 0
-
-
-def make_distiller(settings: dict[str, Any], train_set: LaneDataset) -> tuple[Distiller | None, dict[str, Any]]:
-    """The teacher of ``settings["teacher"]`` (None: no distillation) and its record for the metadata.
-
-    The teacher must predict the same task (kind and tags) from the same normalisation, or its
-    logits mean something else; it runs on the student's input size.
-    """
-    path = settings.get("teacher")  # .get: runs stored before distillation existed resume too
-    if path is None:
-        return None, {}
-    teacher, tmeta = build_from_checkpoint(path)
-    if tmeta.task != Task.from_dict(train_set.task_dict):
-        raise ValueError(
-            f"teacher {path} predicts {tmeta.task.to_dict()} but this run trains {train_set.task_dict} "
-            "(use a teacher trained on the same --tags)"
-        )
-    if tmeta.normalisation != Normalisation.from_dict(train_set.normalisation):
-        raise ValueError(f"teacher {path} expects another input normalisation (use a teacher trained on this data)")
-    weight, temperature = settings.get("distill_weight", 1.0), settings.get("distill_temperature", 2.0)
-    record = {
-        "teacher": str(path),
-        "teacher_sha256_16": file_digest(path),
-        "teacher_arch": tmeta.arch,
-        "teacher_arch_kwargs": dict(tmeta.arch_kwargs),
-        "weight": float(weight),
-        "temperature": float(temperature),
-    }
-    return Distiller(teacher.to(memory_format=torch.channels_last), weight, temperature), record
-
-
-def file_digest(path: str | Path) -> str:
-    """First 16 hex digits of the file's SHA-256 (the teacher's identity)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def tensorboard_writer(out: Path):
