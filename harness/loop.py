@@ -39,13 +39,10 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,7 +69,7 @@ from harness.runlog import FrameLog, FrameRow
 from harness.strip import FrameStrip, strip_score
 from harness.summary import model_summary, planned_frames, run_summary
 from harness.track import ModelTrack
-from plumbing import progress_bar
+from plumbing import StopRequest, progress_bar
 from sim.backend import Backend, make_backend
 from sim.types import Control, Observation
 
@@ -81,32 +78,6 @@ log = logging.getLogger("harness.loop")
 
 def _nan(v: float | None) -> float:
     return float("nan") if v is None else float(v)
-
-
-class _StopRequest:
-    """SIGINT/SIGTERM set a flag the loop checks once per frame; a second SIGINT raises KeyboardInterrupt."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.reason is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.reason = "interrupted"
-
-    @contextmanager
-    def installed(self) -> Iterator[_StopRequest]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        try:
-            yield self
-        finally:
-            for sig, old in self._old.items():
-                signal.signal(sig, old)
 
 
 class Loop:
@@ -142,7 +113,7 @@ class Loop:
         self.tracks: dict[str, ModelTrack] = {}
         self.strip = FrameStrip(config.strip_size)
         self._pair_scorer = scorer_factory()  # for model-vs-model disagreement (strip) only
-        self.stop = _StopRequest()
+        self.stop = StopRequest()
         self.run_name = config.run or Path(config.out).name
         self.started = ""
         self._bar: Any = None

@@ -116,6 +116,33 @@ class SigtermAsInterrupt:
             self._installed = False
 
 
+class StopRequest:
+    """SIGINT/SIGTERM set a flag a loop checks once per step (it ends cleanly, its outputs whole);
+    a second SIGINT raises KeyboardInterrupt. Handlers are installed on the main thread only."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.reason = "interrupted"
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            for sig, old in self._old.items():
+                signal.signal(sig, old)
+
+
 @contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM back while cleanup runs (a half-done cleanup can leave a CARLA server
@@ -236,6 +263,7 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 __all__ = [
+    "StopRequest",
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
