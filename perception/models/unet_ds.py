@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import ConvBNReLU, SegmentationModel, check_divisible, check_input
+from ._common import ConvBNReLU, SegmentationModel
+from .unet import UNet
 
 
 class SeparableConv(nn.Sequential):
@@ -86,13 +87,4 @@ class UNetDS(SegmentationModel):
             y = dec[i]
         self.head = nn.Conv2d(y, num_classes, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.config["in_channels"], self.arch)
-        check_divisible(x, 2 ** self.config["depth"], self.arch)
-        skips = [self.stem(x)]
-        for block in self.down:
-            skips.append(block(self.pool(skips[-1])))
-        y = skips.pop()
-        for block in self.up:
-            y = block(y, skips.pop())
-        return self.head(y)
+    forward = UNet.forward  # the same encoder-decoder walk over stem, down, up and head
