@@ -16,11 +16,28 @@ import argparse
 import json
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from plumbing import progress_bar, run_cli
 
 EPISODE_GAP_S = 1.0
+
+
+@contextmanager
+def _whole_or_aborted(rec: Any, bar: Any) -> Iterator[None]:
+    """Close the bag when the block ends, abort it (nothing half-written stays) when it raises."""
+    try:
+        yield
+    except BaseException:
+        rec.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    rec.close()
 
 
 class ExportError(ValueError):
@@ -51,7 +68,7 @@ def export_dataset(src: Path, out: Path, overwrite: bool = False, episode: int |
     rec = BagRecorder(out, overwrite, depth=manifest.backend == "embedded")
     bar = progress_bar(len(rows), "export", enabled=progress)
     offset, last_ep, ep_start, ep_end = 0.0, None, 0.0, 0.0
-    try:
+    with _whole_or_aborted(rec, bar):
         for r in rows:
             if r["episode"] != last_ep:
                 if last_ep is not None:
@@ -63,13 +80,6 @@ def export_dataset(src: Path, out: Path, overwrite: bool = False, episode: int |
             rec.record_frame(offset + ep_end - ep_start, ego, spec, rgb, labels, r.get("town") or "")
             if bar is not None:
                 bar.update(1)
-    except BaseException:
-        rec.abort()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    rec.close()
     return rec
 
 
@@ -98,23 +108,15 @@ def export_run(src: Path, out: Path, overwrite: bool = False, masks: bool = Fals
         )
     rec = BagRecorder(out, overwrite, depth=True)
     bar = progress_bar(frames, "export", enabled=progress)
-    try:
-        with make_backend("embedded") as backend:
-            obs = backend.reset(scenario, seed=summary["seed"])
-            for k in range(frames):
-                if k:
-                    obs = backend.step(None)
-                preds = {s.name: s.predictor.predict_timed(obs.camera.rgb)[0] for s in slots}
-                rec.record(obs, preds)
-                if bar is not None:
-                    bar.update(1)
-    except BaseException:
-        rec.abort()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    rec.close()
+    with _whole_or_aborted(rec, bar), make_backend("embedded") as backend:
+        obs = backend.reset(scenario, seed=summary["seed"])
+        for k in range(frames):
+            if k:
+                obs = backend.step(None)
+            preds = {s.name: s.predictor.predict_timed(obs.camera.rgb)[0] for s in slots}
+            rec.record(obs, preds)
+            if bar is not None:
+                bar.update(1)
     return rec
 
 
