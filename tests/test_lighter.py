@@ -9,7 +9,6 @@ confident after a few steps, so an agreement bar means something.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -35,18 +34,7 @@ SIZE = (64, 128)
 ROAD = [1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread(tmp_path_factory: pytest.TempPathFactory):
-    old = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    threads = torch.get_num_threads()
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("inductor"))
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    if old is None:
-        os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-    else:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -37,23 +37,7 @@ from quant.train_utils import lane_loader, train_steps
 SIZE = (64, 128)  # model input (H, W); the recorded frames are 80x160 so predictors resize
 TASK_TAGS = [1]  # Road: see the module docstring
 AGREE = 0.99
-
-
-@pytest.fixture(scope="module", autouse=True)
-def inductor_cache_and_threads(tmp_path_factory: pytest.TempPathFactory):
-    """Compiled kernels go to this module's folder, not /tmp or $HOME; one intra-op thread
-    (tiny tensors: a second thread only adds synchronisation, and on a busy 2-core box
-    spinning OpenMP threads make every step several times slower)."""
-    old = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    threads = torch.get_num_threads()
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("inductor"))
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    if old is None:
-        os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-    else:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
