@@ -240,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
         "simulator's navigator takes the junction and 12 m past it, the lane keeper every road) or hold "
         "(the lane keeper drives straight on: in grid towns the episode ends at a T junction)",
     )
+    g.add_argument(
+        "--no-overlap",
+        action="store_true",
+        help="autopilot drive: step the simulator after the models instead of beside them (every core to the models)",
+    )
     g.add_argument("--view", action="store_true", help="live pygame view (space pause, n step, tab model, q quit)")
     g.add_argument(
         "--screenshot-every",
@@ -393,6 +398,7 @@ def _loop(args: argparse.Namespace, argv: list[str] | None, scenario: Any, out: 
         threads=args.threads or os.cpu_count(),
         runtime=args.runtime,
         progress=not args.no_progress,
+        overlap_sim=not args.no_overlap,
         command=command,
     )
     return run_loop(config, models, BinaryConfusion, view=view, recorder=recorder)

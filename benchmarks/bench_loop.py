@@ -89,6 +89,108 @@ def overhead(model: str, frames: int, threads: int | None, runtime: str, out: Pa
     return row
 
 
+def loop_latency(model: str, frames: int, rounds: int, threads: int | None, runtime: str, out: Path) -> dict[str, Any]:
+    """The model's latency alone (as bench_quant times it) against the same model inside the loop.
+
+    Interleaved rounds in one process: the predictor on recorded frames of the scenario with
+    nothing else running, then the autopilot loop with the simulator stepping beside the
+    model (the default) and after it (`--no-overlap`). Same frames, same predictor object.
+    """
+    import numpy as np
+
+    from harness.contracts import LoopConfig
+    from harness.loop import run_loop
+    from harness.outputs import prepare_out
+    from perception.metrics import BinaryConfusion
+    from scenarios import load_scenario
+    from sim.backend import make_backend
+
+    scenario = replace(load_scenario("town03_clear"), frames=frames, metres=None)
+    cam = scenario.cameras[0]
+    (slot,) = _slots([model], (cam.height, cam.width), threads, runtime)
+    backend = make_backend()
+    try:
+        obs = backend.reset(scenario, seed=scenario.seed)
+        rgbs = [obs.camera.rgb]
+        for _ in range(frames - 1):
+            rgbs.append(backend.step(None).camera.rgb)
+    finally:
+        backend.close()
+    for rgb in rgbs[:10]:  # warm-up, as the loop's first frames are
+        slot.predictor.predict_timed(rgb)
+
+    def alone() -> list[float]:
+        ms = []
+        for rgb in rgbs:
+            _, t = slot.predictor.predict_timed(rgb)
+            ms.append(t.preprocess_ms + t.inference_ms + t.postprocess_ms)
+        return ms
+
+    def in_loop(overlap: bool) -> list[float]:
+        run = out / ("overlap" if overlap else "sequential")
+        prepare_out(run, overwrite=True)
+        cfg = LoopConfig(
+            scenario=scenario, out=run, threads=threads or os.cpu_count(), runtime=runtime, strip_size=0,
+            overlap_sim=overlap, progress=False,
+        )  # fmt: skip
+        result = run_loop(cfg, [slot], BinaryConfusion)
+        m = result.summary["models"][0]
+        return [m["latency_ms"]["p50"], m["latency_ms"]["p90"], result.times.per_tick_ms()["wall_ms"]]
+
+    p50 = {"alone": [], "overlap": [], "sequential": []}
+    p90 = {k: [] for k in p50}
+    wall = {"overlap": [], "sequential": []}
+    for r in range(rounds):
+        ms = alone()
+        p50["alone"].append(float(np.percentile(ms, 50)))
+        p90["alone"].append(float(np.percentile(ms, 90)))
+        for key, overlap in (("overlap", True), ("sequential", False)):
+            a, b, w = in_loop(overlap)
+            p50[key].append(a)
+            p90[key].append(b)
+            wall[key].append(w)
+        print(
+            f"  round {r + 1}/{rounds}: p50 alone {p50['alone'][-1]:.2f} ms, loop overlap {p50['overlap'][-1]:.2f}, "
+            f"sequential {p50['sequential'][-1]:.2f}",
+            file=sys.stderr,
+        )
+    med = {k: float(np.median(v)) for k, v in p50.items()}
+    return {
+        "model": slot.name,
+        "runtime": getattr(slot.predictor, "runtime", runtime),
+        "threads": threads or os.cpu_count(),
+        "frames": frames,
+        "rounds": rounds,
+        "p50_ms": med,
+        "p90_ms": {k: float(np.median(v)) for k, v in p90.items()},
+        "loop_wall_ms_per_frame": {k: float(np.median(v)) for k, v in wall.items()},
+        "ratio_overlap": med["overlap"] / med["alone"],
+        "ratio_sequential": med["sequential"] / med["alone"],
+        "rounds_p50_ms": p50,
+    }
+
+
+def loop_latency_md(row: dict[str, Any]) -> str:
+    def verdict(r: float) -> str:
+        return "within 15 %" if r <= 1.15 else "NOT within 15 %"
+
+    p50, p90, wall = row["p50_ms"], row["p90_ms"], row["loop_wall_ms_per_frame"]
+    return "\n".join(
+        [
+            f"### Loop latency vs the model alone ({row['model']}, runtime {row['runtime']}, {row['threads']} threads, "
+            f"{row['frames']} frames x {row['rounds']} interleaved rounds, medians of the rounds)",
+            "",
+            "| where | p50 ms | p90 ms | loop ms per frame | p50 / alone |",
+            "|---|---:|---:|---:|---:|",
+            f"| alone (bench) | {p50['alone']:.2f} | {p90['alone']:.2f} | - | 1.00 |",
+            f"| loop, simulator beside the model (default) | {p50['overlap']:.2f} | {p90['overlap']:.2f} | "
+            f"{wall['overlap']:.2f} | {row['ratio_overlap']:.2f} ({verdict(row['ratio_overlap'])}) |",
+            f"| loop, simulator after the model (`--no-overlap`) | {p50['sequential']:.2f} | {p90['sequential']:.2f} | "
+            f"{wall['sequential']:.2f} | {row['ratio_sequential']:.2f} ({verdict(row['ratio_sequential'])}) |",
+        ]
+    )
+
+
 def lanekeeping(
     models: list[str],
     scenarios: list[str],
@@ -246,16 +348,18 @@ def main(argv: list[str] | None = None) -> int:
         epilog=(
             "examples:\n"
             "  python benchmarks/bench_loop.py overhead --model models/unet_qat.pth --frames 600\n"
+            "  python benchmarks/bench_loop.py latency --model models/unet_qat.pth   # loop p50 vs the model alone\n"
             "  python benchmarks/bench_loop.py lanekeeping --km 2 --realtime both --junctions hold,autopilot\n"
             "  python benchmarks/bench_loop.py all --md results/bench_loop.md\n"
             "  python benchmarks/bench_loop.py table results/bench_loop results/lk_more   # table of finished runs"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("what", choices=("overhead", "lanekeeping", "all", "table"))
+    p.add_argument("what", choices=("overhead", "latency", "lanekeeping", "all", "table"))
     p.add_argument("runs", nargs="*", help="table: folders holding finished lanekeeping runs (searched recursively)")
     p.add_argument("--model", action="append", help="checkpoint(s) (default: models/unet_{float,ptq,qat}.pth found)")
-    p.add_argument("--frames", type=int, default=600, help="overhead: frames (default 600)")
+    p.add_argument("--frames", type=int, default=600, help="overhead, latency: frames (default 600)")
+    p.add_argument("--rounds", type=int, default=3, help="latency: interleaved rounds (default 3)")
     p.add_argument("--scenario", action="append", help=f"lanekeeping: scenario(s) (default: {', '.join(SCENARIOS)})")
     p.add_argument("--km", type=float, default=2.0, help="lanekeeping: distance per episode (default 2)")
     p.add_argument("--realtime", choices=("off", "on", "both"), default="both", help="lanekeeping (default both)")
@@ -266,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         help="lanekeeping: also drive on the ground-truth mask (the controller's ceiling; not a model)",
     )
     p.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
-    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
+    p.add_argument(
+        "--runtime", choices=("auto", "torch", "onnx", "openvino"), default="auto", help="as run_sim.py (default auto)"
+    )
     p.add_argument("--out", default=str(REPO / "results" / "bench_loop"), help="run folders go here")
     p.add_argument("--md", help="also write the Markdown here")
     args = p.parse_args(argv)
@@ -288,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         row = overhead(int8[-1], args.frames, args.threads, args.runtime, out / "overhead")
         data["overhead"] = row
         parts.append(overhead_md(row))
+        print(parts[-1], flush=True)
+    if args.what in ("latency", "all"):
+        int8 = [m for m in models if "qat" in Path(m).stem or "ptq" in Path(m).stem] or models
+        row = loop_latency(int8[-1], args.frames, args.rounds, args.threads, args.runtime, out / "latency")
+        data["latency"] = row
+        parts.append(loop_latency_md(row))
         print(parts[-1], flush=True)
     if args.what in ("lanekeeping", "all"):
         rt = {"off": [False], "on": [True], "both": [False, True]}[args.realtime]

@@ -9,6 +9,8 @@ test_sim.py and test_carla_backend.py.
 from __future__ import annotations
 
 import math
+import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,13 +20,14 @@ import pytest
 
 from harness.contracts import LoopConfig, ModelSlot
 from harness.drivers import LaneEstimator, acc_accel
-from harness.loop import run_loop
+from harness.loop import SIM_THREAD_NICE, run_loop
 from harness.meter import LaneKeepingMeter
 from harness.oracle import GroundTruthMaskPredictor, StatedTiming, truth_backend
 from harness.report import pareto_front, write_report
 from perception.metrics import BinaryConfusion
 from scenarios import load_scenario
 from sim import tags
+from sim.backend import make_backend
 from sim.types import CameraFrame, CameraSpec, EgoState, Observation
 
 CAM = CameraSpec(width=64, height=32)
@@ -198,6 +201,38 @@ def test_overlapping_the_simulator_changes_no_frame(tmp_path: Path) -> None:
     same = [c for c in on.columns if not c.endswith("_ms") and c != "run"]
     pd.testing.assert_frame_equal(on[same], off[same])
     assert on["distance"].iloc[-1] > 0 and (on["iou"] == 1.0).all()
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities are a POSIX feature")
+def test_the_overlapped_simulator_step_yields_its_core_to_the_models(tmp_path: Path) -> None:
+    """The step thread runs niced, so it does not stretch the models' inference (issue 15)."""
+    seen: dict[str, list[int]] = {}
+
+    def watching(name: str, **kwargs: object) -> object:
+        backend = make_backend(name, **kwargs)
+        step = backend.step
+
+        def watched_step(control: object = None, **kw: object) -> object:
+            tid = threading.get_native_id()
+            key = "main" if tid == main_tid else "other"
+            seen.setdefault(key, []).append(os.getpriority(os.PRIO_PROCESS, tid))
+            return step(control, **kw)
+
+        backend.step = watched_step
+        return backend
+
+    main_tid = threading.get_native_id()
+    base = os.getpriority(os.PRIO_PROCESS, main_tid)
+    pred = GroundTruthMaskPredictor()
+    for overlap in (True, False):
+        cfg = LoopConfig(
+            scenario=load_scenario("town03_clear"), out=tmp_path / str(overlap), frames=6, strip_size=0,
+            overlap_sim=overlap,
+        )  # fmt: skip
+        run_loop(cfg, [ModelSlot(pred.name, pred)], BinaryConfusion, backend_factory=truth_backend(pred, watching))
+    assert set(seen["other"]) == {min(base + SIM_THREAD_NICE, 19)}  # overlapped: off the main thread, niced
+    assert set(seen["main"]) == {base}  # sequential: on the main thread, which stays as it was
+    assert os.getpriority(os.PRIO_PROCESS, main_tid) == base
 
 
 def test_pareto_front() -> None:
