@@ -57,6 +57,11 @@ class LaneFitParams:
     history: int = 8  # last points the prediction is fitted to
     degree: int = 2
     max_lanes: int | None = None
+    # Carry each lane on along its end lines: down to the image's edge, and up to the top row of
+    # the highest lane (near the vanishing point). Lane labels run through dash gaps and past the
+    # paint a camera happens to see; a lane decoded only from its dashes is short without it.
+    extend_down: bool = True
+    extend_up: bool = True
 
 
 @dataclass
@@ -193,6 +198,31 @@ def _join(tracks: list[_Track], p: LaneFitParams, h: int, w: int) -> list[_Track
     return tracks
 
 
+def _extend(lane: np.ndarray, coef: np.ndarray, p: LaneFitParams, top: int, h: int, w: int) -> np.ndarray:
+    """`lane` (the fit `coef` sampled over its rows) carried on beyond its ends (`extend_down`,
+    `extend_up`) along the fit's tangent there, until it leaves the image: straight, because a
+    polynomial carried far past its points runs off, while the curve near each end is kept."""
+    slope = np.polyder(coef)
+    parts = []
+    y0, y1 = int(lane[0, 1]), int(lane[-1, 1])
+    if p.extend_up and top < y0:
+        a = np.array([np.polyval(slope, y0), lane[0, 0] - np.polyval(slope, y0) * y0])
+        parts.append(_inside(a, np.arange(y0 - 1, top - 1, -1, dtype=np.float64), w)[::-1])
+    parts.append(lane)
+    if p.extend_down and y1 < h - 1:
+        a = np.array([np.polyval(slope, y1), lane[-1, 0] - np.polyval(slope, y1) * y1])
+        parts.append(_inside(a, np.arange(y1 + 1, h, dtype=np.float64), w))
+    return np.concatenate(parts) if len(parts) > 1 else lane
+
+
+def _inside(line: np.ndarray, y: np.ndarray, w: int) -> np.ndarray:
+    """Points of x = line(y) at rows `y` (walked away from the lane), up to the first outside the image."""
+    x = np.polyval(line, y)
+    out = np.nonzero((x < -0.5) | (x > w - 0.5))[0]
+    n = int(out[0]) if len(out) else len(y)
+    return np.stack([x[:n], y[:n]], axis=1).reshape(-1, 2)
+
+
 def mask_to_lanes(mask: np.ndarray, params: LaneFitParams | None = None) -> list[np.ndarray]:
     """Lane polylines (Nx2 float (x, y), one point per row, top to bottom) of a bool HxW mask,
     ordered left to right by their lowest point (module doc for the steps and their limits)."""
@@ -206,12 +236,14 @@ def mask_to_lanes(mask: np.ndarray, params: LaneFitParams | None = None) -> list
     tracks.sort(key=lambda t: -len(t.ys))
     if p.max_lanes is not None:
         tracks = tracks[: p.max_lanes]
+    top = min((min(t.ys) for t in tracks), default=0.0)
     lanes = []
     for t in tracks:
         xs, ys = np.asarray(t.xs), np.asarray(t.ys)
         coef = _fit(xs, ys, p.degree, h)
         y = np.arange(int(ys.min()), int(ys.max()) + 1, dtype=np.float64)
-        lanes.append(np.stack([np.polyval(coef, y), y], axis=1))
+        lane = np.stack([np.polyval(coef, y), y], axis=1)
+        lanes.append(_extend(lane, coef, p, int(top), h, w))
     lanes.sort(key=lambda lane: lane[-1, 0])
     return lanes
 

@@ -217,11 +217,31 @@ def test_mask_to_lanes_finds_drawn_lanes() -> None:
     for lane, want in zip(found, truth, strict=True):  # ordered left to right at the bottom
         x = lane_x_at_rows(lane, want[:, 1])
         ok = np.isfinite(x)
-        assert ok.sum() >= 0.85 * len(want)  # the dashed lane ends with its last dash
+        assert ok.all()  # the dashed lane carries on past its last dash to the image's bottom
         assert np.max(np.abs(x[ok] - want[ok, 0])) < 1.5
+    dashes_only = mask_to_lanes(mask, LaneFitParams(extend_down=False, extend_up=False))
+    assert dashes_only[1][-1, 1] < 150  # without the extension it ends with its last dash (rows 135-145)
     # the same at another resolution: parameters are shares of the size
     small = cv2.resize(mask.astype(np.uint8), (160, 80), interpolation=cv2.INTER_NEAREST).astype(bool)
     assert len(mask_to_lanes(small)) == 3
+
+
+def test_a_lane_seen_as_one_dash_runs_through_the_gaps() -> None:
+    """Lane labels run through dash gaps: one dash of a straight lane is decoded as the whole lane,
+    down to the image's edge and up to the highest lane's top, and off the image it stops."""
+    h, w = 160, 320
+    ys = np.arange(h, dtype=np.float64)
+    left, centre = 160 - (ys - 60) * 2.0, 168 + (ys - 60) * 0.5  # the left line leaves the image at row 140
+    mask = np.zeros((h, w), np.uint8)
+    for xs, rows in ((left, slice(60, h)), (centre, slice(100, 120))):  # a solid line, one dash
+        pts = np.stack([xs[rows], ys[rows]], 1).round().astype(np.int32)
+        cv2.polylines(mask, [pts.reshape(-1, 1, 2)], False, 1, 2)
+    solid, dash = mask_to_lanes(mask.astype(bool))
+    assert dash[0, 1] == solid[0, 1] <= 60 and dash[-1, 1] == h - 1  # up to the solid line's top, down to the bottom
+    assert np.max(np.abs(dash[:, 0] - centre[dash[:, 1].astype(int)])) < 1.5
+    short_solid, short = mask_to_lanes(mask.astype(bool), LaneFitParams(extend_down=False, extend_up=False))
+    assert solid[-1, 1] == short_solid[-1, 1] <= 142  # the solid line leaves the image: nothing to add below
+    assert short[0, 1] >= 99 and short[-1, 1] <= 120
 
 
 def test_mask_to_lanes_rejects_blobs_specks_and_empty() -> None:
