@@ -104,7 +104,7 @@ def _culane(image: Path) -> list[np.ndarray]:
 
 def _simulated(manifest: Any, root: str | Path) -> dict[str, FrameLanes]:
     """Frame id -> `FrameLanes` of a recording with lane instances (the index's `lanes` column)."""
-    from dataset.format import LANES_COLUMN, DatasetError, read_index
+    from dataset.format import DatasetError, frame_lanes, read_index
 
     spec = manifest.lane_instances
     rows = np.asarray(spec.get("h_samples", []), dtype=np.float64)
@@ -116,15 +116,10 @@ def _simulated(manifest: Any, root: str | Path) -> dict[str, FrameLanes]:
     out = {}
     for r in index:
         try:
-            lanes = json.loads(r.get(LANES_COLUMN) or "null")
-        except ValueError:
-            lanes = None
-        if not isinstance(lanes, list) or any(not isinstance(x, list) or len(x) != len(rows) for x in lanes):
-            raise LaneLabelError(
-                f"{root}: frame {r['id']} has no valid lane instances for {len(rows)} rows "
-                "(re-record it with --lane-labels)"
-            )
-        xs = [np.where(np.asarray(x, np.float64) < 0, np.nan, np.asarray(x, np.float64)) for x in lanes]
+            lanes = frame_lanes(r, len(rows), root)
+        except DatasetError as e:
+            raise LaneLabelError(str(e)) from None
+        xs = [np.where(x < 0, np.nan, x) for x in lanes]
         xs = [x for x in xs if np.isfinite(x).any()]
         polylines = tuple(np.stack([x, rows], axis=1)[np.isfinite(x)] for x in xs)
         out[r["id"]] = FrameLanes(size, polylines, rows, tuple(xs))

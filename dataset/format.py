@@ -206,6 +206,20 @@ INDEX_COLUMNS: tuple[str, ...] = tuple(INDEX_SCHEMA.names)
 LANES_COLUMN = "lanes"
 
 
+def frame_lanes(row: dict[str, Any], n_rows: int, root: Path | str = "") -> list[np.ndarray]:
+    """One index row's lane boundaries (x per h_sample, -2 where absent), as the `lanes` column holds them."""
+    try:
+        lanes = json.loads(row.get(LANES_COLUMN) or "null")
+    except ValueError:
+        lanes = None
+    if not isinstance(lanes, list) or any(not isinstance(x, list) or len(x) != n_rows for x in lanes):
+        raise DatasetError(
+            f"{root}: frame {row.get('id')} has no valid lane instances for {n_rows} rows "
+            "(re-record it with --lane-labels)"
+        )
+    return [np.asarray(x, np.float64) for x in lanes]
+
+
 def frame_id(episode: int, frame: int) -> str:
     """Unique id of a frame within one dataset folder."""
     return f"e{episode:04d}_f{frame:06d}"
@@ -329,6 +343,7 @@ __all__ = [
     "encode_label_png",
     "encode_rgb_png",
     "frame_id",
+    "frame_lanes",
     "label_relpath",
     "png_is_complete",
     "read_index",

@@ -25,12 +25,15 @@ from dataset.format import (
     STATUS_COMPLETE,
     DatasetError,
     Manifest,
+    frame_lanes,
     read_index,
     read_labels,
     read_manifest,
     read_rgb,
 )
 from perception.checkpoint import IMAGENET_MEAN, IMAGENET_STD, CheckpointMeta
+from perception.lane_metrics import draw_lane
+from perception.metadata import BOUNDARY_WIDTH, ROADLINE_TAG, TASK_TARGETS
 from sim.tags import LANE_TAGS, NAMES, parse_tags
 
 IGNORE_INDEX = 255
@@ -50,6 +53,10 @@ class LaneDataset(Dataset):
             or None to keep the recorded size (all folders must then agree).
         transform: applied to the raw (rgb, labels) arrays before resizing.
         task: "binary" or "multiclass"; default from the number of tags.
+        target: "paint" (the labels' RoadLine pixels) or "boundaries": the lane boundaries
+            drawn `BOUNDARY_WIDTH` of the width wide through dash gaps and behind cars, from a
+            recording's lane instances (`record.py --lane-labels`); an imported TuSimple or
+            CULane folder's labels already are such lines and are used as they are.
         allow_incomplete: read an unfinished recording (only its complete frames).
     """
 
@@ -64,6 +71,7 @@ class LaneDataset(Dataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         allow_incomplete: bool = False,
+        target: str = "paint",
     ) -> None:
         root_list = [roots] if isinstance(roots, str | Path) else list(roots)
         if not root_list:
@@ -78,6 +86,13 @@ class LaneDataset(Dataset):
         self.task = task or ("binary" if len(self.tags) == 1 else "multiclass")
         if self.task not in ("binary", "multiclass"):
             raise DatasetError(f"unknown task {self.task!r} (choose binary or multiclass)")
+        if target not in TASK_TARGETS:
+            raise DatasetError(f"unknown target {target!r} (choose {' or '.join(TASK_TARGETS)})")
+        if target == "boundaries" and (self.task != "binary" or tuple(self.tags) != (ROADLINE_TAG,)):
+            raise DatasetError(f"the boundaries target is the binary RoadLine ({ROADLINE_TAG}) task (drop --tags)")
+        if target == "boundaries" and transform is not None:
+            raise DatasetError("the boundaries target is drawn from the recorded geometry: no transform with it")
+        self.target = target
         self.size = None if size is None else (int(size[0]), int(size[1]))
         self.transform = transform
         self.mean = tuple(float(m) for m in mean)
@@ -110,6 +125,8 @@ class LaneDataset(Dataset):
                     f"{root}: the index names {len(missing)} frame(s) whose files are missing, e.g. "
                     f"{r['id']} ({r['rgb']}); check it with: python -m dataset.validate {root}"
                 )
+            if target == "boundaries":
+                _check_boundaries(root, manifest)
             self.manifests.append(manifest)
             self.items += [(root, r) for r in rows]
         if not self.items:
@@ -130,7 +147,10 @@ class LaneDataset(Dataset):
     @property
     def task_dict(self) -> dict[str, Any]:
         """The task in the checkpoint's form: {"kind": ..., "tags": [...]}."""
-        return {"kind": self.task, "tags": list(self.tags)}
+        d: dict[str, Any] = {"kind": self.task, "tags": list(self.tags)}
+        if self.target != "paint":
+            d["target"] = self.target
+        return d
 
     @property
     def normalisation(self) -> dict[str, list[float]]:
@@ -175,10 +195,36 @@ class LaneDataset(Dataset):
             labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
         image = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / 255.0
         image = (image - self._mean) / self._std
-        target = self._lut[labels]
+        target = self._lut[labels] if self.target == "paint" else self._boundaries(index, labels)
         if self.task == "binary":
             return torch.from_numpy(image), torch.from_numpy(target.astype(np.float32)[None])
         return torch.from_numpy(image), torch.from_numpy(target.astype(np.int64))
+
+    def _boundaries(self, index: int, labels: np.ndarray) -> np.ndarray:
+        """The frame's lane boundaries as a 0/1 mask at the labels' size (see `target`)."""
+        root, row = self.items[index]
+        manifest = self.manifests[self.roots.index(root)]
+        if manifest.lane_instances is None:  # an imported lane dataset: its labels are the lines
+            return self._lut[labels]
+        h, w = labels.shape
+        mask = np.zeros((h, w), bool)
+        rows = np.asarray(manifest.lane_instances.get("h_samples", []), np.float64)
+        sy, sx = h / manifest.height, w / manifest.width
+        for xs in frame_lanes(row, len(rows), root):
+            ok = xs >= 0
+            pts = np.stack([(xs[ok] + 0.5) * sx - 0.5, (rows[ok] + 0.5) * sy - 0.5], axis=1)
+            mask |= draw_lane(pts, (h, w), BOUNDARY_WIDTH * w)
+        return mask.astype(np.uint8)
+
+
+def _check_boundaries(root: Path, manifest: Manifest) -> None:
+    """DatasetError unless the folder can give lane-boundary targets."""
+    lane_import = manifest.source is not None and "line_width" in manifest.source
+    if manifest.lane_instances is None and not lane_import:
+        raise DatasetError(
+            f"{root}: no lane boundaries to train the boundaries target on (record it with "
+            "collect/record.py --lane-labels, or import TuSimple/CULane with collect.importers)"
+        )
 
 
 def dataset_for(
@@ -195,6 +241,7 @@ def dataset_for(
         split=split,
         tags=list(meta.task.tags),
         task=meta.task.kind,
+        target=meta.task.target,
         size=size or tuple(meta.input_size),
         mean=list(meta.normalisation.mean),
         std=list(meta.normalisation.std),

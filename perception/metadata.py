@@ -22,6 +22,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 QUANT_SCHEMES = ("float", "ptq", "qat")
 TASK_KINDS = ("binary", "multiclass")
+#: What a binary lane model's positives are: the painted marking pixels (RoadLine in the labels),
+#: or the lane boundaries as TuSimple and CULane label them (lines drawn through dash gaps and
+#: behind cars, from a recording's lane instances: `collect/record.py --lane-labels`).
+TASK_TARGETS = ("paint", "boundaries")
+#: Width of a drawn lane boundary, as a share of the image width: TuSimple's 20 px at 1280.
+BOUNDARY_WIDTH = 20.0 / 1280.0
 
 
 def _is_int(v: Any) -> bool:
@@ -47,10 +53,17 @@ class Task:
 
     kind: str
     tags: tuple[int, ...]
+    target: str = "paint"  # TASK_TARGETS; "boundaries" is a binary RoadLine task only
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
             raise ValueError(f"task kind must be one of {list(TASK_KINDS)}, got {self.kind!r}")
+        if self.target not in TASK_TARGETS:
+            raise ValueError(f"task target must be one of {list(TASK_TARGETS)}, got {self.target!r}")
+        if self.target == "boundaries" and (self.kind != "binary" or tuple(self.tags) != (ROADLINE_TAG,)):
+            raise ValueError(
+                f"the boundaries target is a binary RoadLine ({ROADLINE_TAG}) task, got {self.kind} {self.tags}"
+            )
         tags = self.tags
         if not isinstance(tags, (list, tuple)) or not tags or not all(_is_int(t) for t in tags):
             raise ValueError(f"task tags must be a non-empty list of ints, got {tags!r}")
@@ -77,14 +90,19 @@ class Task:
         return self.tags if self.kind == "binary" else (ROADLINE_TAG,)
 
     def to_dict(self) -> dict[str, Any]:
-        """The stored form, ``{"kind": ..., "tags": [...]}``."""
-        return {"kind": self.kind, "tags": list(self.tags)}
+        """The stored form, ``{"kind": ..., "tags": [...]}`` (plus ``"target"`` when not paint,
+        so paint models store what they always did)."""
+        d: dict[str, Any] = {"kind": self.kind, "tags": list(self.tags)}
+        if self.target != "paint":
+            d["target"] = self.target
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Task:
         """Inverse of `to_dict`; ValueError for other keys or bad values."""
-        _exact_keys(data, ("kind", "tags"), "task")
-        return cls(data["kind"], data["tags"])
+        keys = ("kind", "tags", "target") if isinstance(data, Mapping) and "target" in data else ("kind", "tags")
+        _exact_keys(data, keys, "task")
+        return cls(data["kind"], data["tags"], data.get("target", "paint"))
 
 
 def binary_task(tags: list[int] | tuple[int, ...] = (ROADLINE_TAG,)) -> Task:
@@ -172,11 +190,13 @@ def float_quant() -> Quantization:
 
 
 __all__ = [
+    "BOUNDARY_WIDTH",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "QUANT_SCHEMES",
     "ROADLINE_TAG",
     "TASK_KINDS",
+    "TASK_TARGETS",
     "Normalisation",
     "Quantization",
     "Task",

@@ -153,3 +153,46 @@ def test_lane_labels_need_the_embedded_backend() -> None:
     with pytest.raises(ValueError, match="embedded backend"):
         plan_recording(load_scenario("town03_clear"), backend="carla", frames=2, lane_labels=True)
     assert plan_recording(load_scenario("town03_clear"), frames=2).lane_instances is None
+
+
+def test_the_boundaries_target_draws_the_lanes_through_the_gaps(tmp_path: Path) -> None:
+    """`--target boundaries`: the lane boundaries as targets, stored in the checkpoint's task,
+    and the same target again where the checkpoint is evaluated."""
+    from collect.record import main as record_main
+    from dataset.format import DatasetError
+    from dataset.reader import LaneDataset, dataset_for
+    from perception.checkpoint import load_checkpoint
+    from perception.metadata import Task
+    from train import train as train_mod
+
+    out = tmp_path / "d"
+    args = ["--town", "Town01", "--episodes", "2", "--episode-frames", "3", "--every", "4", "--width", "128"]
+    args += ["--height", "64", "--split", "train=0.5,val=0.5,test=0", "--lane-labels", "--out", str(out)]
+    assert record_main([*args, "--no-progress"]) == 0
+    paint = LaneDataset([out], split="train")
+    lines = LaneDataset([out], split="train", target="boundaries")
+    assert lines.task_dict == {"kind": "binary", "tags": [24], "target": "boundaries"}
+    assert paint.task_dict == {"kind": "binary", "tags": [24]}  # what paint models always stored
+    painted = drawn = covered = 0
+    for i in range(len(paint)):
+        p, b = paint[i][1].numpy()[0] > 0, lines[i][1].numpy()[0] > 0
+        painted, drawn, covered = painted + p.sum(), drawn + b.sum(), covered + (p & b).sum()
+    assert covered >= 0.8 * painted  # the boundaries lie on the paint ...
+    assert drawn >= 1.2 * covered  # ... and run on through the dash gaps and behind cars
+    with pytest.raises(DatasetError, match="binary RoadLine"):
+        LaneDataset([out], split="train", tags=[1, 24], target="boundaries")
+    plain = tmp_path / "plain"
+    assert record_main([a for a in args if a != "--lane-labels"][:-1] + [str(plain), "--no-progress"]) == 0
+    with pytest.raises(DatasetError, match="--lane-labels"):
+        LaneDataset([plain], split="train", target="boundaries")
+    with pytest.raises(ValueError, match="boundaries target"):
+        Task("multiclass", (1, 24), "boundaries")
+    assert Task.from_dict(Task("binary", (24,), "boundaries").to_dict()).target == "boundaries"
+
+    run = tmp_path / "run"
+    tiny = ["--epochs", "1", "--batch-size", "2", "--arch-kwargs", '{"base_width": 4, "depth": 2}', "--threads", "1"]
+    rc = train_mod.main(["--data", str(out), "--out", str(run), "--target", "boundaries", "--no-progress", *tiny])
+    assert rc == 0
+    _, meta = load_checkpoint(run / "best.pth")
+    assert meta.task.target == "boundaries"
+    assert dataset_for(meta, [out], "val").target == "boundaries"  # evaluation scores what it learnt

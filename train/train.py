@@ -60,6 +60,7 @@ from perception.checkpoint import (
     save_checkpoint,
 )
 from perception.evaluation import evaluate
+from perception.metadata import TASK_TARGETS
 from perception.models import build_model
 from perception.predictor import module_predictor
 from plumbing import atomic_output, interrupt_on_signals, parse_size, progress_bar
@@ -85,6 +86,7 @@ RUN_SETTINGS = (
     "pos_weight",
     "size",
     "tags",
+    "target",
     "augment",
     "seed",
     "teacher",
@@ -241,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--tags", default="24", help="target tags: 24 = lane markings (binary, default); 1,24,14 multi-class"
     )
     g.add_argument(
+        "--target",
+        choices=TASK_TARGETS,
+        default="paint",
+        help=(
+            "binary lane task: the painted marking pixels (default) or the lane boundaries through dash gaps "
+            "and behind cars, as TuSimple/CULane label them (needs record.py --lane-labels data)"
+        ),
+    )
+    g.add_argument(
         "--augment", action=argparse.BooleanOptionalAction, default=True, help="paired augmentation (default on)"
     )
     g = p.add_argument_group("model and loss")
@@ -359,8 +370,9 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
         torch.set_num_threads(args.threads)
 
     size = None if settings["size"] is None else parse_size(settings["size"])  # None: the recorded size
-    train_set = LaneDataset(settings["data"], split="train", tags=settings["tags"], size=size)
-    val_set = LaneDataset(settings["data"], split="val", tags=settings["tags"], size=size)
+    target = settings.get("target", "paint")  # runs saved before --target trained paint
+    train_set = LaneDataset(settings["data"], split="train", tags=settings["tags"], size=size, target=target)
+    val_set = LaneDataset(settings["data"], split="val", tags=settings["tags"], size=size, target=target)
     task, num_classes = train_set.task, train_set.num_classes
     loss_name = settings["loss"] or ("bce+dice" if task == "binary" else "ce")
     loss_fn = build_loss(loss_name, task, settings["pos_weight"])
