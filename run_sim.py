@@ -121,6 +121,12 @@ def load_models(
             check_compatible(predictor.meta, lanes=True)
         except IncompatibleCheckpointError as exc:
             raise IncompatibleCheckpointError(f"{path}: {exc}") from None
+        if predictor.meta.task.target == "boundaries":
+            log.warning(
+                "%s predicts lane boundaries (through dash gaps), but the loop scores IoU against painted pixels: "
+                "its IoU here is low by definition (score it with train/evaluate.py --metrics real)",
+                name,
+            )
         if tuple(predictor.input_size) != tuple(camera_hw):
             h, w = predictor.input_size
             log.warning(

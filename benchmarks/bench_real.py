@@ -19,6 +19,7 @@ Without the dev frames it prints one line and exits 0.
 those rows of MODELS.
 
     PYTHONPATH=. python benchmarks/bench_real.py --threads 2 --model unet_float --sim data/town03_lanes
+    PYTHONPATH=. python benchmarks/bench_real.py --checkpoint runs/lanes/best.pth --sim data/town03_lanes  # any checkpoint
 """
 
 from __future__ import annotations
@@ -106,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     p.add_argument("--sim", action="append", default=[], metavar="DIR", help="a recording with --lane-labels")
     p.add_argument("--model", action="append", choices=[m[0] for m in MODELS], help="only these models")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="PTH",
+        help="also (without --model: only) this checkpoint, by its file name, in torch (repeatable)",
+    )
     args = p.parse_args(argv)
     root = dev_root()
     if root is None and not args.sim:
@@ -118,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         sets = {k: LaneDataset(v, split="test", size=SIZE) for k, v in dev.items()}
         for d in args.sim:
             sets[f"sim {Path(d).name}"] = LaneDataset(d, split="test", size=SIZE)
-        for name, file, runtime in (m for m in MODELS if not args.model or m[0] in args.model):
-            predictor = load_predictor(Path(args.models) / file, runtime=runtime, threads=args.threads)
+        shipped = [(n, Path(args.models) / f, rt) for n, f, rt in MODELS if not args.model or n in args.model]
+        extra = [(str(Path(c)), Path(c), "torch") for c in args.checkpoint]
+        for name, file, runtime in (shipped if args.model or not extra else []) + extra:
+            predictor = load_predictor(file, runtime=runtime, threads=args.threads)
             for set_name, ds in sets.items():
                 r = score_set(ds, lambda s, i, rgb, label, pr=predictor: pr.predict(rgb))
                 rows.append(row(set_name, len(ds), name, r))

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -173,12 +174,14 @@ def test_the_boundaries_target_draws_the_lanes_through_the_gaps(tmp_path: Path) 
     lines = LaneDataset([out], split="train", target="boundaries")
     assert lines.task_dict == {"kind": "binary", "tags": [24], "target": "boundaries"}
     assert paint.task_dict == {"kind": "binary", "tags": [24]}  # what paint models always stored
-    painted = drawn = covered = 0
+    painted = drawn = covered = on_paint = 0
     for i in range(len(paint)):
         p, b = paint[i][1].numpy()[0] > 0, lines[i][1].numpy()[0] > 0
-        painted, drawn, covered = painted + p.sum(), drawn + b.sum(), covered + (p & b).sum()
-    assert covered >= 0.8 * painted  # the boundaries lie on the paint ...
-    assert drawn >= 1.2 * covered  # ... and run on through the dash gaps and behind cars
+        near = cv2.dilate(b.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # within 2 px of a boundary
+        painted, covered = painted + p.sum(), covered + (p & near).sum()
+        drawn, on_paint = drawn + b.sum(), on_paint + (b & p).sum()
+    assert covered >= 0.8 * painted  # the paint lies on the boundaries ...
+    assert drawn >= 1.5 * on_paint  # ... which run on through the dash gaps and behind cars
     with pytest.raises(DatasetError, match="binary RoadLine"):
         LaneDataset([out], split="train", tags=[1, 24], target="boundaries")
     plain = tmp_path / "plain"
