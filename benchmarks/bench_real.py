@@ -19,7 +19,7 @@ Without the dev frames it prints one line and exits 0.
 those rows of MODELS.
 
     PYTHONPATH=. python benchmarks/bench_real.py --threads 2 --model unet_float --sim data/town03_lanes
-    PYTHONPATH=. python benchmarks/bench_real.py --checkpoint runs/lanes/best.pth --sim data/town03_lanes  # any checkpoint
+    PYTHONPATH=. python benchmarks/bench_real.py --checkpoint runs/lanes/best.pth --sim data/town03_lanes
 """
 
 from __future__ import annotations

@@ -36,8 +36,9 @@ bend past horizontal are cut; near the vanishing point converging lanes merge in
 the tracker keeps only one of them; a lane that forks, or two dashes of neighbouring lanes
 closer than the gate, can be swapped; a false marking (guard rail, crack, car edge) that runs
 up the image is a lane like any other, and the extension makes it a long one; the extension
-is straight, so on a tight curve its far part drifts off the lane. Coordinates are pixels of the mask (x = column, y = row, pixel centres at
-integers); `scale_lanes` maps them to another image size.
+is straight, so on a tight curve its far part drifts off the lane. Coordinates are pixels of
+the mask (x = column, y = row, pixel centres at integers); `scale_lanes` maps them to another
+image size.
 """
 
 from __future__ import annotations
