@@ -85,13 +85,15 @@ def set_sync(world, on: bool, dt: float = 0.05) -> None:
     world.apply_settings(s)
 
 
-def spawn_with_cameras(world, spawn_index: int = 0):
+def spawn_with_cameras(
+    world, spawn_index: int = 0, kinds: tuple = ("sensor.camera.rgb", "sensor.camera.semantic_segmentation")
+):
     lib = world.get_blueprint_library()
     vehicle = world.spawn_actor(lib.find("vehicle.lincoln.mkz_2020"), world.get_map().get_spawn_points()[spawn_index])
     (x, y, z), (pitch, yaw, roll) = camera_pose(CAM)
     mount = carla.Transform(carla.Location(x=x, y=y, z=z), carla.Rotation(pitch=pitch, yaw=yaw, roll=roll))
     cams, queues = [], []
-    for kind in ("sensor.camera.rgb", "sensor.camera.semantic_segmentation"):
+    for kind in kinds:
         bp = lib.find(kind)
         bp.set_attribute("image_size_x", str(CAM.width))
         bp.set_attribute("image_size_y", str(CAM.height))
@@ -163,6 +165,41 @@ def test_sync_ticks_match_images_and_embedded_frame(server):
         # client's float32 transform and back without changing a pixel).
         assert np.array_equal(labels, ref.labels)
         assert np.array_equal(colour, ref.rgb)
+    finally:
+        cleanup(world, vehicle, cams)
+
+
+def test_depth_camera_is_sim_depth_in_carla_encoding(server):
+    """sensor.camera.depth: frame-exact, pixel-aligned with the semantic image, sim/depth.py's metres."""
+    from sim.depth import depth_image
+
+    kinds = ("sensor.camera.semantic_segmentation", "sensor.camera.depth")
+    client, world = connect(server)
+    set_sync(world, True)
+    vehicle, cams, queues = spawn_with_cameras(world, spawn_index=2, kinds=kinds)
+    try:
+        vehicle.apply_control(carla.VehicleControl(throttle=0.7, steer=0.05))
+        for _ in range(3):
+            f = world.tick()
+            sem, dep = (frame_of(q, f) for q in queues)
+            assert dep.frame == f and (dep.width, dep.height, dep.fov) == (320, 160, pytest.approx(90.0))
+            assert dep.transform.location.distance(sem.transform.location) < 1e-6
+            labels = bgra(sem)[..., 2]
+            got = layouts.depth_from_bgra(bgra(dep))
+            want = depth_image(CAM, labels)
+            finite = np.isfinite(want)
+            assert finite.mean() > 0.5 and (labels == ROAD_LINE).any()
+            # One 24-bit step is 1000 / (2**24 - 1) = 6e-5 m; the mount went through float32.
+            assert np.abs(got[finite] - np.minimum(want[finite], 1000.0)).max() < 1e-3
+            assert np.all(got[~finite] == 1000.0)  # sky (inf) and no-ground (NaN): the far plane
+            assert np.all(got[labels == 11] == 1000.0)
+            road = labels == 1
+            assert 2.0 < got[road].min() < 20.0 < got[road].max()
+        # The client's own converter decodes the same bytes: a grey image of depth / 1000 * 255.
+        dep.convert(carla.ColorConverter.Depth)
+        grey = bgra(dep)
+        assert np.array_equal(grey[..., 0], grey[..., 2])
+        assert np.abs(grey[..., 2].astype(float) - got / 1000.0 * 255.0).max() <= 1.0
     finally:
         cleanup(world, vehicle, cams)
 
@@ -249,7 +286,11 @@ def test_async_mode_batches_and_load_world(server):
     lib, points = world.get_blueprint_library(), world.get_map().get_spawn_points()
     cars = sorted(lib.filter("vehicle.*"), key=lambda bp: bp.id)
     assert len(cars) >= 5 and all(bp.has_attribute("role_name") for bp in cars)
-    assert not lib.filter("sensor.camera.depth")  # not rendered, so not offered
+    assert sorted(bp.id for bp in lib.filter("sensor.camera.*")) == [
+        "sensor.camera.depth",
+        "sensor.camera.rgb",
+        "sensor.camera.semantic_segmentation",
+    ]
     got = client.apply_batch_sync([carla.command.SpawnActor(cars[i], points[i]) for i in range(3)], False)
     assert [r.error for r in got] == ["", "", ""]
     ids = [r.actor_id for r in got]

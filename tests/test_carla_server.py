@@ -27,3 +27,21 @@ def test_carla_server_with_the_real_client() -> None:
     assert done.returncode == 0, report
     summary = done.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "skipped" not in summary, report
+
+
+def test_depth_encoding_is_carlas_24_bit_code() -> None:
+    """CARLA decodes (R + 256 G + 65536 B) / (2**24 - 1) * 1000 m; sky and no-ground read as 1000 m."""
+    import numpy as np
+
+    from sim.carla_server import layouts
+
+    step = 1000.0 / (2**24 - 1)
+    depth = np.array([[0.0, step, 1.5, 999.9], [np.inf, np.nan, 2000.0, 255.0 * 256 * step]], np.float32)
+    bgra = layouts.depth_bgra(depth)
+    assert bgra.shape == (2, 4, 4) and bgra.dtype == np.uint8
+    assert bgra[0, 1].tolist() == [0, 0, 1, 255]  # one step: low byte in R (BGRA order)
+    assert bgra[1, 3].tolist() == [0, 255, 0, 255]  # 255 * 256 steps: all in G
+    assert bgra[1, :3, :3].tolist() == [[255, 255, 255]] * 3  # inf, NaN, beyond the far plane
+    back = layouts.depth_from_bgra(bgra)
+    assert np.abs(back[0] - depth[0]).max() <= step / 2 + 1e-4
+    assert back[1, :3].tolist() == [1000.0] * 3

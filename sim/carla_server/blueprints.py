@@ -57,8 +57,8 @@ _CAMERA_COMMON = (
     ("lens_x_size", FLOAT, "0.08"),
     ("lens_y_size", FLOAT, "0.08"),
 )
-CAMERAS = ("sensor.camera.rgb", "sensor.camera.semantic_segmentation")
-"""No depth camera: the embedded renderer has no depth buffer to give."""
+CAMERAS = ("sensor.camera.rgb", "sensor.camera.semantic_segmentation", "sensor.camera.depth")
+"""Depth comes from sim/depth.py (ground-plane geometry and the label image), not a depth buffer."""
 EVENT_SENSORS = ("sensor.other.collision", "sensor.other.lane_invasion")
 
 

@@ -50,6 +50,34 @@ def image_payload(
     )
 
 
+DEPTH_FAR_M = 1000.0
+"""CARLA's depth camera range: the 24-bit code 2**24 - 1 is 1000 m (and no return: sky, NaN)."""
+_DEPTH_MAX_CODE = (1 << 24) - 1
+
+
+def depth_bgra(depth_m: np.ndarray) -> np.ndarray:
+    """HxW depth [m] -> HxWx4 BGRA in CARLA's depth encoding.
+
+    The client decodes `(R + G * 256 + B * 65536) / (256**3 - 1) * 1000` metres
+    (ColorConverter.Depth, carla/image/ColorConverter.h), so the 24-bit code goes low byte in R.
+    Inf (sky) and NaN (an object with no ground below it) read as the far plane.
+    """
+    d = np.nan_to_num(np.asarray(depth_m, np.float64), nan=DEPTH_FAR_M, posinf=DEPTH_FAR_M)
+    code = np.rint(np.clip(d, 0.0, DEPTH_FAR_M) * (_DEPTH_MAX_CODE / DEPTH_FAR_M)).astype(np.uint32)
+    out = np.empty(d.shape + (4,), np.uint8)
+    out[..., 2] = code & 0xFF
+    out[..., 1] = (code >> 8) & 0xFF
+    out[..., 0] = code >> 16
+    out[..., 3] = 255
+    return out
+
+
+def depth_from_bgra(bgra: np.ndarray) -> np.ndarray:
+    """The inverse of `depth_bgra`, as a CARLA user decodes `raw_data` [m]."""
+    b = bgra.astype(np.float64)
+    return (b[..., 2] + b[..., 1] * 256.0 + b[..., 0] * 65536.0) * (DEPTH_FAR_M / _DEPTH_MAX_CODE)
+
+
 @dataclass
 class ActorState:
     """One actor's row in the episode state (CARLA frame, SI units, degrees)."""

@@ -20,6 +20,7 @@ from sim.carla_server import layouts
 from sim.carla_server.blueprints import BY_ID, CAMERAS, Blueprint
 from sim.carla_server.mapdata import MapData
 from sim.carla_server.streams import StreamHub
+from sim.depth import depth_image
 from sim.embedded.render import CameraRenderer
 from sim.embedded.traffic import Traffic, Vehicle, bicycle_step, obb_overlap
 from sim.types import PRESET_NAMES, CameraSpec, Control, Weather
@@ -427,15 +428,18 @@ class World:
             rgb, labels = cache[key]
             h, w = labels.shape
             bgra = np.empty((h, w, 4), np.uint8)
+            bgra[..., 3] = 255
             if a.type_id == "sensor.camera.semantic_segmentation":
                 bgra[..., 0] = 0
                 bgra[..., 1] = 0
                 bgra[..., 2] = labels
                 kind = layouts.TYPE_SEMANTIC
+            elif a.type_id == "sensor.camera.depth":
+                bgra = layouts.depth_bgra(depth_image(a.spec, labels))
+                kind = layouts.TYPE_DEPTH
             else:
                 bgra[..., :3] = rgb[..., ::-1]
                 kind = layouts.TYPE_RGB
-            bgra[..., 3] = 255
             payload = layouts.image_payload(
                 kind, self.frame, self.elapsed, tuple(self.world_transform(a)), a.spec.fov_deg, bgra
             )
