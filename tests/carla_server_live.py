@@ -384,6 +384,49 @@ def test_collision_sensor_reports_the_car_ahead(server):
         set_sync(world, False)
 
 
+def test_lane_invasion_sensor_reports_the_lines_crossed(server):
+    """sensor.other.lane_invasion is the client's own (0.9.16): it takes the parent's bounding box
+    from the actor we send, its pose from the episode state and the markings from our OpenDRIVE."""
+    client, world = connect(server)
+    set_sync(world, True)
+    lib, carla_map = world.get_blueprint_library(), world.get_map()
+    start = carla_map.get_waypoint(carla_map.get_spawn_points()[1].location)
+    assert (start.lane_id, start.left_lane_marking.type) == (-2, carla.LaneMarkingType.Broken)
+    assert start.get_left_lane().left_lane_marking.type == carla.LaneMarkingType.SolidSolid
+    ego = world.spawn_actor(lib.find("vehicle.audi.a2"), start.transform)
+    sensor = world.spawn_actor(lib.find("sensor.other.lane_invasion"), carla.Transform(), attach_to=ego)
+    events: queue.Queue = queue.Queue()
+    sensor.listen(events.put)
+    try:
+        left = start.transform.get_right_vector() * -1.0
+        offsets = [0.0] * 6 + [0.5 * k for k in range(1, 15)]  # along the lane, then 7 m left: two lines
+        by_frame = {}
+        for k, d in enumerate(offsets):
+            wp = start.next(0.3 * k)[0] if k else start
+            ego.set_transform(carla.Transform(wp.transform.location + left * d, wp.transform.rotation))
+            by_frame[world.tick()] = d
+        time.sleep(0.2)  # the sensor runs on the client's tick callback thread
+        got = []
+        while not events.empty():
+            e = events.get()
+            got.append((by_frame[e.frame], [m.type for m in e.crossed_lane_markings]))
+        assert got, "no lane invasion event"
+        lane = start.lane_width
+        for d, types in got:  # a corner crosses a line only while the box (half width 0.9 m) straddles it
+            assert types and d > 0.0
+            if carla.LaneMarkingType.SolidSolid in types:
+                assert abs(d - 1.5 * lane) <= 0.9 + 0.5 + 1e-3
+            else:
+                assert set(types) == {carla.LaneMarkingType.Broken} and abs(d - 0.5 * lane) <= 0.9 + 0.5 + 1e-3
+        kinds = {t for _, types in got for t in types}
+        assert kinds == {carla.LaneMarkingType.Broken, carla.LaneMarkingType.SolidSolid}
+    finally:
+        sensor.stop()
+        sensor.destroy()
+        ego.destroy()
+        set_sync(world, False)
+
+
 def test_plain_carla_script_runs_unchanged(server):
     """scripts/carla_sync_loop.py (sync loop, frame-matched queues, TM, semantic camera) against the server."""
     cmd = [
