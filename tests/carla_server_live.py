@@ -119,6 +119,11 @@ def bgra(image) -> np.ndarray:
     return np.frombuffer(image.raw_data, np.uint8).reshape(image.height, image.width, 4)
 
 
+def spawned(world) -> list[str]:
+    """Type ids of the world's actors but the map's own traffic lights (there from the start, as in CARLA)."""
+    return [a.type_id for a in world.get_actors() if not a.type_id.startswith("traffic.")]
+
+
 def cleanup(world, vehicle, cams) -> None:
     for c in cams:
         c.stop()
@@ -133,8 +138,10 @@ def test_layout_sizes():
     assert layouts.EPISODE_HEADER.size == 36
     assert layouts.ACTOR_RECORD.size == 119
     row = layouts.ActorState(7, (1.0, 2.0, 3.0, 0.0, 90.0, 0.0), control=(0.5, 0.1, 0.0, False, False, False, 1))
-    payload = layouts.episode_payload(3, 0.15, 1, 0.0, 0.05, [row, layouts.ActorState(8, (0.0,) * 6)])
-    assert len(payload) == 48 + 36 + 2 * 119
+    light = layouts.ActorState(9, (0.0,) * 6, light=("9", 10.0, 3.0, 2.0, 0.5, 1, False, 2))
+    payload = layouts.episode_payload(3, 0.15, 1, 0.0, 0.05, [row, layouts.ActorState(8, (0.0,) * 6), light])
+    assert len(payload) == 48 + 36 + 3 * 119
+    assert layouts.TRAFFIC_LIGHT_UNION.size == 54
 
 
 def test_sync_ticks_match_images_and_embedded_frame(server):
@@ -241,7 +248,7 @@ def test_same_controls_same_images(server):
     digests = []
     for _ in range(2):
         client, world = connect(server)
-        assert [a.type_id for a in world.get_actors()] == ["spectator"]  # the previous run left nothing
+        assert spawned(world) == ["spectator"]  # the previous run left nothing
         set_sync(world, True)
         vehicle, cams, queues = spawn_with_cameras(world, spawn_index=3)
         try:
@@ -304,7 +311,7 @@ def test_async_mode_batches_and_load_world(server):
     assert "not found" in bad[0].error
     client.apply_batch_sync([carla.command.DestroyActor(i) for i in ids])
     world.wait_for_tick()
-    assert [a.type_id for a in world.get_actors()] == ["spectator"]
+    assert spawned(world) == ["spectator"]
     episode = world.id
     world = client.load_world("Town03")
     assert world.id != episode and world.get_map().name.endswith("Town03")
@@ -353,7 +360,7 @@ def test_client_dying_in_sync_mode_leaves_server_usable(server):
         time.sleep(0.05)
     assert not world.get_settings().synchronous_mode
     world.wait_for_tick()  # the world ticks on its own again
-    assert [a.type_id for a in world.get_actors()] == ["spectator"]
+    assert spawned(world) == ["spectator"]
 
 
 def test_collision_sensor_reports_the_car_ahead(server):
@@ -427,6 +434,94 @@ def test_lane_invasion_sensor_reports_the_lines_crossed(server):
         set_sync(world, False)
 
 
+def test_traffic_lights_cycle_and_obey_the_client(server):
+    """traffic.traffic_light actors: group timing, get/set_state, freeze, times, group, and the episode layout."""
+    client, world = connect(server)
+    set_sync(world, True)
+    lights = world.get_actors().filter("traffic.traffic_light")
+    assert len(lights) == 24  # Town03: every light the town stands at its signalled junction mouths
+    light = lights[0]
+    group = sorted(light.get_group_traffic_lights(), key=lambda t: t.id)
+    assert len(group) >= 3 and light.id in [t.id for t in group]
+    try:
+        for t in group:
+            t.set_green_time(1.0)
+            t.set_yellow_time(0.5)
+            t.set_red_time(0.5)
+        light.reset_group()
+        world.tick()
+        seen = []
+        for _ in range(3 * 40):  # three turns of 2 s: green 1 s, yellow 0.5 s, all red 0.5 s
+            f = world.tick()
+            seen.append(tuple(int(t.get_state()) for t in group))
+        assert world.get_snapshot().frame == f
+        tls = carla.TrafficLightState
+        G, Y, R = int(tls.Green), int(tls.Yellow), int(tls.Red)
+        turns = [next(k for k, st in enumerate(states) if st != R) if set(states) != {R} else -1 for states in seen]
+        assert all(sum(st != R for st in states) <= 1 for states in seen)  # one mouth at a time
+        assert [turns.count(k) for k in range(3)] == [30, 30, 30] and turns.count(-1) == 30
+        assert sum(G in states for states in seen) == 60 and sum(Y in states for states in seen) == 30
+        assert (group[0].get_green_time(), group[0].get_yellow_time(), group[0].get_red_time()) == (1.0, 0.5, 0.5)
+        # set_state + freeze hold a state, and the group's clock stops.
+        light.set_state(carla.TrafficLightState.Yellow)
+        light.freeze(True)
+        for _ in range(50):
+            world.tick()
+        assert light.get_state() == carla.TrafficLightState.Yellow and light.is_frozen()
+        assert all(t.is_frozen() for t in group) and light.get_elapsed_time() == 0.0  # the clock stood still
+        world.freeze_all_traffic_lights(False)
+        light.destroy()  # refused: the map's own (the client logs the error, as for any failed destroy)
+        assert world.get_actor(light.id) is not None
+    finally:
+        for t in group:
+            t.set_green_time(10.0)
+            t.set_yellow_time(3.0)
+            t.set_red_time(2.0)
+        world.reset_all_traffic_lights()
+        set_sync(world, False)
+
+
+def test_traffic_manager_stops_at_red_and_goes_at_green(server):
+    """The client's Traffic Manager reads the light from our vehicle's episode row: it stops at red."""
+    client, world = connect(server)
+    set_sync(world, True)
+    tm = client.get_trafficmanager(8000)
+    tm.set_synchronous_mode(True)
+    tm.set_random_device_seed(0)
+    car = world.spawn_actor(
+        world.get_blueprint_library().find("vehicle.audi.a2"), world.get_map().get_spawn_points()[0]
+    )
+    car.set_autopilot(True, 8000)
+    lights = world.get_actors().filter("traffic.traffic_light")
+    try:
+        world.tick()
+        for t in lights:
+            t.set_state(carla.TrafficLightState.Red)
+        world.freeze_all_traffic_lights(True)
+        for _ in range(240):
+            world.tick()
+            if car.is_at_traffic_light() and car.get_velocity().length() < 0.01:
+                break
+        assert car.is_at_traffic_light(), "the car never reached a light"
+        at = car.get_traffic_light()
+        assert at.type_id == "traffic.traffic_light" and car.get_traffic_light_state() == carla.TrafficLightState.Red
+        for _ in range(40):  # it stays stopped, before the junction
+            world.tick()
+        assert car.get_velocity().length() < 0.01 and not world.get_map().get_waypoint(car.get_location()).is_junction
+        assert car.get_location().distance(at.get_location()) < 15.0
+        at.set_state(carla.TrafficLightState.Green)
+        for _ in range(40):
+            world.tick()
+        assert car.get_velocity().length() > 2.0 and car.get_traffic_light_state() == carla.TrafficLightState.Green
+    finally:
+        car.set_autopilot(False, 8000)
+        car.destroy()
+        world.freeze_all_traffic_lights(False)
+        world.reset_all_traffic_lights()
+        tm.set_synchronous_mode(False)
+        set_sync(world, False)
+
+
 def test_plain_carla_script_runs_unchanged(server):
     """scripts/carla_sync_loop.py (sync loop, frame-matched queues, TM, semantic camera) against the server."""
     cmd = [
@@ -447,7 +542,7 @@ def test_plain_carla_script_runs_unchanged(server):
     assert frames == list(range(frames[0], frames[0] + 40))
     assert float(lines[-1].split()[-2]) > 2.0  # the Traffic Manager drove
     client, world = connect(server)
-    assert not world.get_settings().synchronous_mode and [a.type_id for a in world.get_actors()] == ["spectator"]
+    assert not world.get_settings().synchronous_mode and spawned(world) == ["spectator"]
 
 
 def test_laneloop_carla_backend_episode_with_traffic_manager(server):

@@ -99,6 +99,8 @@ def _build() -> tuple[Blueprint, ...]:
 
 
 LIBRARY: tuple[Blueprint, ...] = _build()
+TRAFFIC_LIGHT = Blueprint(0, "traffic.traffic_light", "traffic,traffic_light", (), (0.2, 0.2, 2.65), 7)
+"""The map's traffic lights (sim/carla_server/lights.py): actors, but not in the library to spawn."""
 BY_ID: dict[str, Blueprint] = {b.id: b for b in LIBRARY}
 
 

@@ -22,6 +22,9 @@ ACTOR_RECORD = struct.Struct("<IB6f3f3f3f54s")
 """ActorDynamicState: id, state, transform, velocity, angular velocity, acceleration, 54-byte union."""
 VEHICLE_UNION = struct.Struct("<3f???ifB?I")
 """The union's vehicle member: control, gear, speed limit, traffic light state and id."""
+TRAFFIC_LIGHT_UNION = struct.Struct("<32s4fI?B")
+"""The union's traffic light member (the union's largest, 54 bytes): sign id, green, yellow and
+red time, elapsed time in the state, pole index, frozen, state (rpc/TrafficLightState.h)."""
 
 # Indices in SensorRegistry.h (0.9.16).
 TYPE_COLLISION = 0
@@ -31,6 +34,7 @@ TYPE_SEMANTIC = 14
 TYPE_EPISODE = 17
 ACTOR_ACTIVE = 1
 assert ACTOR_RECORD.size == 119 and SENSOR_HEADER.size == 48 and EPISODE_HEADER.size == 36
+assert TRAFFIC_LIGHT_UNION.size == 54
 
 
 def sensor_header(sensor_type: int, frame: int, timestamp: float, transform: tuple) -> bytes:
@@ -89,13 +93,21 @@ class ActorState:
     acceleration: tuple = (0.0, 0.0, 0.0)
     control: tuple | None = None  # vehicles: throttle, steer, brake, hand_brake, reverse, manual, gear
     speed_limit: float = 30.0
+    signal: tuple = (0, False, 0)  # vehicles: traffic light state, has a traffic light, its id
+    light: tuple | None = None  # traffic lights: sign id, green, yellow, red, elapsed, pole, frozen, state
 
 
 def _union(a: ActorState) -> bytes:
+    if a.light is not None:
+        sign, *rest = a.light
+        return TRAFFIC_LIGHT_UNION.pack(str(sign).encode()[:31], *rest)
     if a.control is None:
         return bytes(54)
     t, s, b, hb, rev, man, gear = a.control
-    body = VEHICLE_UNION.pack(t, s, b, bool(hb), bool(rev), bool(man), int(gear), a.speed_limit, 0, False, 0)
+    state, has, light_id = a.signal
+    body = VEHICLE_UNION.pack(
+        t, s, b, bool(hb), bool(rev), bool(man), int(gear), a.speed_limit, int(state), bool(has), int(light_id)
+    )
     return body + bytes(54 - len(body))
 
 

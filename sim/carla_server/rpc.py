@@ -16,15 +16,10 @@ from typing import Any
 
 from sim.carla_server.blueprints import definitions
 from sim.carla_server.framing import Connection
+from sim.carla_server.lights import GREEN, RED, YELLOW
 from sim.carla_server.mapdata import MapError, load_map_data
-from sim.carla_server.world import (
-    EPISODE_STREAM,
-    Settings,
-    World,
-    WorldError,
-    weather_from_wire,
-    weather_to_wire,
-)
+from sim.carla_server.settings import Settings, WorldError, weather_from_wire, weather_to_wire
+from sim.carla_server.world import EPISODE_STREAM, World
 from sim.embedded.towns import town_names
 
 VERSION = "0.9.16"
@@ -55,7 +50,7 @@ CMD_NAMES = {
     19: "ConsoleCommand",
     20: "SetTrafficLightState",
 }
-CMD_TRANSFORM, CMD_VELOCITY = 6, 8
+CMD_TRANSFORM, CMD_VELOCITY, CMD_LIGHT_STATE = 6, 8, 20
 CMD_NOOPS = {14, 15, 16, 17, 18}
 """Accepted and ignored: physics and gravity are always on, the autopilot is the client's Traffic Manager."""
 
@@ -211,11 +206,47 @@ class Dispatcher:
     def rc_set_pedestrians_seed(self, conn, seed):
         return VOID
 
+    # -- traffic lights (sim/carla_server/lights.py) -------------------------------------------
+    def _light(self, actor_id) -> int:
+        light_id = int(actor_id)
+        if light_id not in self.world.lights.lights:
+            raise WorldError(f"actor {light_id} is not a traffic light")
+        return light_id
+
+    def rc_set_traffic_light_state(self, conn, actor_id, state):
+        self.world.lights.set_state(self._light(actor_id), int(state))
+        return VOID
+
+    def rc_set_traffic_light_green_time(self, conn, actor_id, seconds):
+        self.world.lights.set_time(self._light(actor_id), GREEN, float(seconds))
+        return VOID
+
+    def rc_set_traffic_light_yellow_time(self, conn, actor_id, seconds):
+        self.world.lights.set_time(self._light(actor_id), YELLOW, float(seconds))
+        return VOID
+
+    def rc_set_traffic_light_red_time(self, conn, actor_id, seconds):
+        self.world.lights.set_time(self._light(actor_id), RED, float(seconds))
+        return VOID
+
+    def rc_freeze_traffic_light(self, conn, actor_id, frozen):
+        self.world.lights.freeze(self._light(actor_id), bool(frozen))
+        return VOID
+
+    def rc_reset_traffic_light_group(self, conn, actor_id):
+        self.world.lights.reset_group(self._light(actor_id))
+        return VOID
+
+    def rc_get_group_traffic_lights(self, conn, actor_id):
+        return [light.id for light in self.world.lights.group(self._light(actor_id)).lights]
+
     def rc_freeze_all_traffic_lights(self, conn, frozen):
+        self.world.lights.freeze_all(bool(frozen))
         return VOID
 
     def rc_reset_all_traffic_lights(self, conn):
-        return VOID  # there are no traffic lights
+        self.world.lights.reset_all()
+        return VOID
 
     # -- actors -----------------------------------------------------------------------------
     def rc_spawn_actor(self, conn, description, transform):
@@ -294,6 +325,8 @@ class Dispatcher:
                 self.world.set_transform(actor_id, payload[1])
             elif index == CMD_VELOCITY:
                 self.world.set_velocity(actor_id, payload[1])
+            elif index == CMD_LIGHT_STATE:
+                self.world.lights.set_state(self._light(actor_id), int(payload[1]))
             elif index in CMD_NOOPS:
                 self.world.get(actor_id)
             else:

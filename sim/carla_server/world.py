@@ -11,111 +11,27 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
 
 from sim.carla_server import layouts
-from sim.carla_server.blueprints import BY_ID, CAMERAS, Blueprint
+from sim.carla_server.blueprints import BY_ID, CAMERAS, TRAFFIC_LIGHT, Blueprint
+from sim.carla_server.lights import TrafficLights
 from sim.carla_server.mapdata import MapData
+from sim.carla_server.settings import Settings, WorldError
 from sim.carla_server.streams import StreamHub
 from sim.depth import depth_image
 from sim.embedded.render import CameraRenderer
 from sim.embedded.traffic import Traffic, Vehicle, bicycle_step, obb_overlap
-from sim.types import PRESET_NAMES, CameraSpec, Control, Weather
+from sim.types import CameraSpec, Control, Weather
 
 EPISODE_STREAM = 1
 SPECTATOR_ID = 1
 FIRST_ACTOR_ID = 100
 SUBSCRIBE_WAIT_S = 1.0
 """How long a tick waits for a sensor whose token was asked for but whose stream is not connected yet."""
-
-WEATHER_FIELDS = (
-    "cloudiness",
-    "precipitation",
-    "precipitation_deposits",
-    "wind_intensity",
-    "sun_azimuth_angle",
-    "sun_altitude_angle",
-    "fog_density",
-    "fog_distance",
-    "fog_falloff",
-    "wetness",
-    "scattering_intensity",
-    "mie_scattering_scale",
-    "rayleigh_scattering_scale",
-    "dust_storm",
-)
-"""rpc/WeatherParameters.h's wire order."""
-
-
-class WorldError(RuntimeError):
-    """An expected failure of a request (unknown actor, bad attribute): goes back as a CARLA error."""
-
-
-@dataclass
-class Settings:
-    synchronous_mode: bool = False
-    no_rendering_mode: bool = False
-    fixed_delta_seconds: float | None = None
-    substepping: bool = True
-    max_substep_delta_time: float = 0.01
-    max_substeps: int = 10
-    max_culling_distance: float = 0.0
-    deterministic_ragdolls: bool = True
-    tile_stream_distance: float = 3000.0
-    actor_active_distance: float = 2000.0
-    spectator_as_ego: bool = True
-
-    def wire(self) -> list:
-        dt = [False] if self.fixed_delta_seconds is None else [True, float(self.fixed_delta_seconds)]
-        return [
-            self.synchronous_mode,
-            self.no_rendering_mode,
-            dt,
-            self.substepping,
-            float(self.max_substep_delta_time),
-            int(self.max_substeps),
-            float(self.max_culling_distance),
-            self.deterministic_ragdolls,
-            float(self.tile_stream_distance),
-            float(self.actor_active_distance),
-            self.spectator_as_ego,
-        ]
-
-    @classmethod
-    def from_wire(cls, v: list) -> Settings:
-        if not isinstance(v, list) or len(v) < 6:
-            raise WorldError("set_episode_settings: malformed settings")
-        dt = v[2]
-        fixed = float(dt[1]) if isinstance(dt, list) and len(dt) == 2 and dt[0] else None
-        if fixed is not None and not (fixed > 0 and math.isfinite(fixed)):
-            raise WorldError(f"set_episode_settings: fixed_delta_seconds must be > 0, got {fixed}")
-        base = cls()
-        rest = list(v[6:11]) + [None] * (11 - len(v))
-        return cls(
-            bool(v[0]),
-            bool(v[1]),
-            fixed,
-            bool(v[3]),
-            float(v[4]),
-            int(v[5]),
-            *(
-                x if x is not None else getattr(base, f)
-                for x, f in zip(
-                    rest[:5],
-                    (
-                        "max_culling_distance",
-                        "deterministic_ragdolls",
-                        "tile_stream_distance",
-                        "actor_active_distance",
-                        "spectator_as_ego",
-                    ),
-                    strict=True,
-                )
-            ),
-        )
 
 
 @dataclass
@@ -169,29 +85,13 @@ def ours(t: list) -> tuple[float, float, float]:
     return float(t[0]), -float(t[1]), -math.radians(float(t[4]))
 
 
-def weather_from_wire(v: list) -> Weather:
-    if not isinstance(v, list) or len(v) < len(WEATHER_FIELDS):
-        raise WorldError("set_weather_parameters: expected 14 numbers")
-    # The client sends float32: its shortest decimal is the value the script wrote (0.1, not
-    # 0.10000000149), so a preset arrives as exactly the preset and renders as the embedded one.
-    values = {k: float(str(np.float32(x))) for k, x in zip(WEATHER_FIELDS, v, strict=False)}
-    w = Weather(**values, name="Custom")
-    for name in PRESET_NAMES:
-        if name != "Default" and replace(Weather.preset(name), name="Custom") == w:
-            return replace(w, name=name)
-    return w
-
-
-def weather_to_wire(w: Weather) -> list:
-    return [float(getattr(w, k)) for k in WEATHER_FIELDS]
-
-
 class World:
     """One episode of one map; every method is called with `lock` held by the dispatcher."""
 
-    def __init__(self, mapdata: MapData, hub: StreamHub, seed: int = 0) -> None:
+    def __init__(self, mapdata: MapData, hub: StreamHub, seed: int = 0, traffic_lights: bool = True) -> None:
         self.hub = hub
         self.seed = int(seed)
+        self.with_lights = bool(traffic_lights)
         self.lock = threading.RLock()
         self.episode_id = 0
         self.frame = 0
@@ -204,8 +104,8 @@ class World:
     # -- episode --------------------------------------------------------------------------------
     def load(self, mapdata: MapData) -> None:
         """A fresh episode on a map: every actor but the spectator is gone."""
-        for aid in list(getattr(self, "actors", {})):
-            if aid != SPECTATOR_ID:
+        for aid, a in list(getattr(self, "actors", {}).items()):
+            if aid != SPECTATOR_ID and a.type_id != TRAFFIC_LIGHT.id:
                 self.destroy(aid)
         self.map = mapdata
         self.episode_id += 1
@@ -213,6 +113,12 @@ class World:
         self.actors: dict[int, Actor] = {
             SPECTATOR_ID: Actor(SPECTATOR_ID, None, "spectator", [], [0.0, 0.0, 50.0, -60.0, 0.0, 0.0])
         }
+        # The map's traffic lights are actors from the start, as in CARLA (ids before any spawn).
+        self.lights = TrafficLights(mapdata.town, self._next_id) if self.with_lights else TrafficLights.none()
+        for light in self.lights.lights.values():
+            tf = [light.x, -light.y, 0.0, 0.0, -math.degrees(light.yaw), 0.0]
+            self.actors[light.id] = Actor(light.id, TRAFFIC_LIGHT, TRAFFIC_LIGHT.id, [], tf)
+            self._next_id = light.id + 1
 
     @property
     def dt(self) -> float:
@@ -273,9 +179,12 @@ class World:
         return a
 
     def destroy(self, actor_id: int) -> bool:
-        a = self.actors.pop(int(actor_id), None)
+        a = self.actors.get(int(actor_id))
         if a is None:
             return False
+        if a.type_id == TRAFFIC_LIGHT.id:
+            raise WorldError(f"traffic light {a.id} belongs to the map (set_state or freeze it instead)")
+        del self.actors[a.id]
         for child in [c.id for c in self.actors.values() if c.parent == a.id]:
             self.destroy(child)
         if a.is_sensor:
@@ -345,6 +254,7 @@ class World:
                 continue
             v.x, v.y, v.yaw, v.v = bicycle_step(v.x, v.y, v.yaw, v.v, Control(t, s, b, hb, rev), dt)
             a.accel = (v.v - v0) / dt
+        self.lights.step(dt)
         self.frame += 1
         self.elapsed += dt
         if self.expected_streams:
@@ -461,7 +371,10 @@ class World:
                 v = a.vehicle
                 vel = (v.v * math.cos(v.yaw), -v.v * math.sin(v.yaw), 0.0)
                 acc = (a.accel * math.cos(v.yaw), -a.accel * math.sin(v.yaw), 0.0)
-                rows.append(layouts.ActorState(a.id, tf, vel, (0.0, 0.0, 0.0), acc, a.control))
+                signal = self.lights.vehicle_signal(v.x, v.y, v.yaw)
+                rows.append(layouts.ActorState(a.id, tf, vel, (0.0, 0.0, 0.0), acc, a.control, signal=signal))
+            elif a.type_id == TRAFFIC_LIGHT.id:
+                rows.append(layouts.ActorState(a.id, tf, light=self.lights.wire_state(self.lights.lights[a.id])))
             else:
                 rows.append(layouts.ActorState(a.id, tf))
         return layouts.episode_payload(self.frame, self.elapsed, self.episode_id, time.time(), self.dt, rows)
