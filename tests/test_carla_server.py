@@ -45,3 +45,39 @@ def test_depth_encoding_is_carlas_24_bit_code() -> None:
     back = layouts.depth_from_bgra(bgra)
     assert np.abs(back[0] - depth[0]).max() <= step / 2 + 1e-4
     assert back[1, :3].tolist() == [1000.0] * 3
+
+
+def test_traffic_lights_of_a_town_govern_their_approaches() -> None:
+    """Town03's lights: groups per junction green in turn; a car in an approach zone is at its light."""
+    import numpy as np
+
+    from sim.carla_server import lights as tl
+    from sim.embedded.town import load_town
+
+    town = load_town("Town03")
+    lights = tl.TrafficLights(town, first_id=100)
+    assert len(lights) == 24 and sorted(lights.lights) == list(range(100, 124))
+    group = lights.groups[0]
+    assert [light.state for light in group.lights] == [tl.GREEN] + [tl.RED] * (len(group.lights) - 1)
+    states = []
+    for _ in range(int(round(15.0 / 0.05))):  # one turn: green 10 s, yellow 3 s, all red 2 s
+        lights.step(0.05)
+        states.append(tuple(light.state for light in group.lights))
+    first = [s[0] for s in states]
+    assert first.count(tl.GREEN) == 199 and first.count(tl.YELLOW) == 60 and first.count(tl.RED) == 41
+    assert states[-1][1] == tl.GREEN  # the next mouth's turn
+    # A car on an approach zone, facing along it: at that light, with its state.
+    k = int(np.nonzero(lights._key == group.lights[1].id)[0][3])
+    x, y = lights._pts[k]
+    yaw = float(lights._heading[k])
+    assert lights.vehicle_signal(x, y, yaw) == (tl.GREEN, True, group.lights[1].id)
+    assert lights.vehicle_signal(x, y, yaw + np.pi) == (tl.GREEN, False, 0)  # the other way: no light
+    lights.set_state(group.lights[1].id, tl.RED)
+    lights.freeze(group.lights[1].id, True)
+    lights.step(1.0)
+    assert lights.vehicle_signal(x, y, yaw) == (tl.RED, True, group.lights[1].id)
+    # Town01 has stop signs, no lights: Red without a light at its junction mouths, as CARLA's stop signs.
+    stops = tl.TrafficLights(load_town("Town01"), first_id=100)
+    assert len(stops) == 0 and len(stops._pts) > 0
+    assert stops.vehicle_signal(*stops._pts[0], float(stops._heading[0])) == (tl.RED, False, 0)
+    assert tl.TrafficLights.none().vehicle_signal(0.0, 0.0, 0.0) == (tl.GREEN, False, 0)
