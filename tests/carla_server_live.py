@@ -139,9 +139,11 @@ def test_layout_sizes():
     assert layouts.ACTOR_RECORD.size == 119
     row = layouts.ActorState(7, (1.0, 2.0, 3.0, 0.0, 90.0, 0.0), control=(0.5, 0.1, 0.0, False, False, False, 1))
     light = layouts.ActorState(9, (0.0,) * 6, light=("9", 10.0, 3.0, 2.0, 0.5, 1, False, 2))
-    payload = layouts.episode_payload(3, 0.15, 1, 0.0, 0.05, [row, layouts.ActorState(8, (0.0,) * 6), light])
-    assert len(payload) == 48 + 36 + 3 * 119
-    assert layouts.TRAFFIC_LIGHT_UNION.size == 54
+    walker = layouts.ActorState(10, (0.0,) * 6, walker=((1.0, 0.0, 0.0), 1.4, False))
+    rows = [row, layouts.ActorState(8, (0.0,) * 6), light, walker]
+    payload = layouts.episode_payload(3, 0.15, 1, 0.0, 0.05, rows)
+    assert len(payload) == 48 + 36 + 4 * 119
+    assert layouts.TRAFFIC_LIGHT_UNION.size == 54 and layouts.WALKER_UNION.size == 17
 
 
 def test_sync_ticks_match_images_and_embedded_frame(server):
@@ -520,6 +522,50 @@ def test_traffic_manager_stops_at_red_and_goes_at_green(server):
         world.reset_all_traffic_lights()
         tm.set_synchronous_mode(False)
         set_sync(world, False)
+
+
+def test_walker_is_rendered_as_pedestrian_and_walks_by_control(server):
+    """walker.pedestrian.*: spawn, WalkerControl (direct and batched), Pedestrian (12) pixels in front of the camera."""
+    from sim.depth import depth_image
+
+    client, world = connect(server)
+    set_sync(world, True)
+    lib = world.get_blueprint_library()
+    assert len(lib.filter("walker.pedestrian.*")) >= 8
+    kinds = ("sensor.camera.semantic_segmentation", "sensor.camera.depth")
+    vehicle, cams, queues = spawn_with_cameras(world, spawn_index=0, kinds=kinds)
+    start = world.get_map().get_spawn_points()[0]
+    spot = carla.Transform(start.location + start.get_forward_vector() * 10.0 + carla.Location(z=1.0), start.rotation)
+    walker = world.spawn_actor(lib.find("walker.pedestrian.0001"), spot)
+    try:
+        assert walker.type_id == "walker.pedestrian.0001" and walker.bounding_box.extent.z == pytest.approx(0.93)
+        f = world.tick()
+        sem, dep = (frame_of(q, f) for q in queues)
+        labels = bgra(sem)[..., 2]
+        ped = labels == 12
+        assert ped.sum() > 100 and abs(np.nonzero(ped)[1].mean() - CAM.width / 2) < 20  # straight ahead
+        # The walker stands 10 m ahead of the car's centre, its front face 9.4 m from the camera
+        # (optical z is a little less up its body: the camera pitches down).
+        metres = layouts.depth_from_bgra(bgra(dep))[ped]
+        assert 8.5 < np.median(metres) < 9.6
+        assert np.allclose(metres, np.minimum(depth_image(CAM, labels)[ped], 1000.0), atol=1e-3)
+        before = walker.get_location()
+        walker.apply_control(carla.WalkerControl(direction=carla.Vector3D(0.0, 1.0, 0.0), speed=1.5))
+        for _ in range(20):
+            world.tick()
+        moved = walker.get_location() - before
+        assert moved.y == pytest.approx(1.5 * 20 * 0.05, abs=1e-3) and abs(moved.x) < 1e-3
+        assert walker.get_velocity().y == pytest.approx(1.5) and walker.get_control().speed == pytest.approx(1.5)
+        client.apply_batch_sync([carla.command.ApplyWalkerControl(walker.id, carla.WalkerControl(speed=0.0))])
+        here = walker.get_location()
+        for _ in range(5):
+            world.tick()
+        assert walker.get_location().distance(here) < 1e-3 and walker.get_control().speed == 0.0
+    finally:
+        walker.destroy()
+        cleanup(world, vehicle, cams)
+    world.wait_for_tick()
+    assert not [t for t in spawned(world) if t.startswith("walker.")]
 
 
 def test_plain_carla_script_runs_unchanged(server):

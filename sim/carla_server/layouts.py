@@ -22,6 +22,8 @@ ACTOR_RECORD = struct.Struct("<IB6f3f3f3f54s")
 """ActorDynamicState: id, state, transform, velocity, angular velocity, acceleration, 54-byte union."""
 VEHICLE_UNION = struct.Struct("<3f???ifB?I")
 """The union's vehicle member: control, gear, speed limit, traffic light state and id."""
+WALKER_UNION = struct.Struct("<3ff?")
+"""The union's walker member (PackedWalkerControl): direction, speed, jump."""
 TRAFFIC_LIGHT_UNION = struct.Struct("<32s4fI?B")
 """The union's traffic light member (the union's largest, 54 bytes): sign id, green, yellow and
 red time, elapsed time in the state, pole index, frozen, state (rpc/TrafficLightState.h)."""
@@ -95,12 +97,16 @@ class ActorState:
     speed_limit: float = 30.0
     signal: tuple = (0, False, 0)  # vehicles: traffic light state, has a traffic light, its id
     light: tuple | None = None  # traffic lights: sign id, green, yellow, red, elapsed, pole, frozen, state
+    walker: tuple | None = None  # walkers: direction (x, y, z), speed, jump
 
 
 def _union(a: ActorState) -> bytes:
     if a.light is not None:
         sign, *rest = a.light
         return TRAFFIC_LIGHT_UNION.pack(str(sign).encode()[:31], *rest)
+    if a.walker is not None:
+        (dx, dy, dz), speed, jump = a.walker
+        return WALKER_UNION.pack(dx, dy, dz, speed, bool(jump)) + bytes(54 - WALKER_UNION.size)
     if a.control is None:
         return bytes(54)
     t, s, b, hb, rev, man, gear = a.control

@@ -50,7 +50,7 @@ CMD_NAMES = {
     19: "ConsoleCommand",
     20: "SetTrafficLightState",
 }
-CMD_TRANSFORM, CMD_VELOCITY, CMD_LIGHT_STATE = 6, 8, 20
+CMD_WALKER_CONTROL, CMD_TRANSFORM, CMD_VELOCITY, CMD_LIGHT_STATE = 4, 6, 8, 20
 CMD_NOOPS = {14, 15, 16, 17, 18}
 """Accepted and ignored: physics and gravity are always on, the autopilot is the client's Traffic Manager."""
 
@@ -262,6 +262,10 @@ class Dispatcher:
         self.world.apply_control(actor_id, control)
         return VOID
 
+    def rc_apply_control_to_walker(self, conn, actor_id, control):
+        self.world.apply_walker_control(actor_id, control)
+        return VOID
+
     def rc_set_actor_transform(self, conn, actor_id, transform):
         self.world.set_transform(actor_id, transform)
         return VOID
@@ -325,6 +329,8 @@ class Dispatcher:
                 self.world.set_transform(actor_id, payload[1])
             elif index == CMD_VELOCITY:
                 self.world.set_velocity(actor_id, payload[1])
+            elif index == CMD_WALKER_CONTROL:
+                self.world.apply_walker_control(actor_id, payload[1])
             elif index == CMD_LIGHT_STATE:
                 self.world.lights.set_state(self._light(actor_id), int(payload[1]))
             elif index in CMD_NOOPS:

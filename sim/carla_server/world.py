@@ -22,6 +22,7 @@ from sim.carla_server.lights import TrafficLights
 from sim.carla_server.mapdata import MapData
 from sim.carla_server.settings import Settings, WorldError
 from sim.carla_server.streams import StreamHub
+from sim.carla_server.walkers import CLOTHES, Walker, concat_boxes, walker_boxes
 from sim.depth import depth_image
 from sim.embedded.render import CameraRenderer
 from sim.embedded.traffic import Traffic, Vehicle, bicycle_step, obb_overlap
@@ -47,6 +48,7 @@ class Actor:
     vehicle: Vehicle | None = None
     control: tuple = (0.0, 0.0, 0.0, False, False, False, 0)
     accel: float = 0.0
+    walker: Walker | None = None
     # cameras
     spec: CameraSpec | None = None
     renderer: CameraRenderer | None = None
@@ -74,7 +76,8 @@ class Actor:
         """rpc/Actor.h: id, parent, description, bounding box, semantic tags, stream token."""
         uid = self.blueprint.uid if self.blueprint else 0
         ext = self.blueprint.extent if self.blueprint else (0.0, 0.0, 0.0)
-        bbox = [[0.0, 0.0, float(ext[2])], [float(e) for e in ext], [0.0, 0.0, 0.0]]
+        centre_z = 0.0 if self.walker is not None else float(ext[2])  # a walker's origin is its centre, as CARLA's
+        bbox = [[0.0, 0.0, centre_z], [float(e) for e in ext], [0.0, 0.0, 0.0]]
         tags = bytes([self.blueprint.semantic_tag]) if self.blueprint and self.blueprint.semantic_tag else b""
         token = hub.token(self.id) if self.is_sensor else b""
         return [self.id, self.parent, [uid, self.type_id, [list(a) for a in self.attributes]], bbox, tags, token]
@@ -132,7 +135,7 @@ class World:
         bp = BY_ID.get(type_id)
         if bp is None:
             raise WorldError(
-                f"blueprint {type_id!r} is not available (this server has: vehicle.*, "
+                f"blueprint {type_id!r} is not available (this server has: vehicle.*, walker.pedestrian.*, "
                 f"{', '.join(CAMERAS)}, sensor.other.collision, sensor.other.lane_invasion)"
             )
         if parent and parent not in self.actors:
@@ -152,6 +155,13 @@ class World:
             size = (2 * bp.extent[0], 2 * bp.extent[1], 2 * bp.extent[2])
             color = tuple(int(c) for c in actor.attr("color", "130,130,135").split(","))
             actor.vehicle = Vehicle(actor.id, -1, 0.0, 0.0, 0.0, size, color, bp.semantic_tag, x=x, y=y, yaw=yaw)
+        elif type_id.startswith("walker."):
+            if parent:
+                raise WorldError("spawn_actor: walkers cannot be attached to another actor")
+            x, y, yaw = ours(tf)
+            tf[2] = bp.extent[2]
+            size = (2 * bp.extent[0] + 0.1, 2 * bp.extent[1] + 0.2, 2 * bp.extent[2])
+            actor.walker = Walker(x, y, yaw, size, CLOTHES[actor.id % len(CLOTHES)])
         elif actor.is_camera:
             actor.spec = self._camera_spec(actor)
             actor.renderer = CameraRenderer(actor.spec, self.map.town.ground, seed=self.seed)
@@ -200,6 +210,9 @@ class World:
         if a.vehicle is not None:
             v = a.vehicle
             return [v.x, -v.y, 0.0, 0.0, -math.degrees(v.yaw), 0.0]
+        if a.walker is not None:
+            w = a.walker
+            return [w.x, -w.y, w.size[2] / 2, 0.0, -math.degrees(w.yaw), 0.0]
         if not a.parent or a.parent not in self.actors:
             return list(a.transform)
         p = self.world_transform(self.actors[a.parent])
@@ -220,6 +233,8 @@ class World:
         tf = _flat_transform(transform)
         if a.vehicle is not None:
             a.vehicle.x, a.vehicle.y, a.vehicle.yaw = ours(tf)
+        elif a.walker is not None:
+            a.walker.x, a.walker.y, a.walker.yaw = ours(tf)
         else:
             a.transform = tf
 
@@ -234,6 +249,20 @@ class World:
         man = bool(control[5]) if len(control) > 5 else False
         gear = int(control[6]) if len(control) > 6 else 0
         a.control = (min(max(t, 0.0), 1.0), min(max(s, -1.0), 1.0), min(max(b, 0.0), 1.0), hb, rev, man, gear)
+
+    def apply_walker_control(self, actor_id: int, control: list) -> None:
+        a = self.get(actor_id)
+        if a.walker is None:
+            raise WorldError(f"apply_control: actor {actor_id} ({a.type_id}) is not a walker")
+        if not isinstance(control, list) or len(control) < 2 or not isinstance(control[0], list):
+            raise WorldError("apply_control: malformed WalkerControl")
+        try:
+            a.walker.apply(control)
+        except (TypeError, ValueError) as e:
+            raise WorldError(f"apply_control: {e}") from None
+
+    def walkers(self) -> list[Actor]:
+        return [a for a in self.actors.values() if a.walker is not None]
 
     def set_velocity(self, actor_id: int, velocity: list) -> None:
         a = self.get(actor_id)
@@ -254,6 +283,8 @@ class World:
                 continue
             v.x, v.y, v.yaw, v.v = bicycle_step(v.x, v.y, v.yaw, v.v, Control(t, s, b, hb, rev), dt)
             a.accel = (v.v - v0) / dt
+        for a in self.walkers():
+            a.walker.step(dt)
         self.lights.step(dt)
         self.frame += 1
         self.elapsed += dt
@@ -298,6 +329,10 @@ class World:
             if o.id != me.id and abs(ov.x - v.x) < 12 and abs(ov.y - v.y) < 12:
                 if obb_overlap(mine, (ov.x, ov.y, ov.yaw, ov.size[0], ov.size[1])):
                     out.append((o.wire(self.hub), push))
+        for o in self.walkers():
+            w = o.walker
+            if obb_overlap(mine, (w.x, w.y, w.yaw, w.size[0], w.size[1])):
+                out.append((o.wire(self.hub), push))
         st = self.map.town.scenery.boxes
         near = np.nonzero((np.abs(st.xy[:, 0] - v.x) < 25) & (np.abs(st.xy[:, 1] - v.y) < 25))[0]
         for i in near:
@@ -361,7 +396,9 @@ class World:
         others = [a.vehicle for a in self.vehicles() if a.id != skip]
         first = own.vehicle if own is not None and own.vehicle is not None else None
         fleet = SimpleNamespace(vehicles=[first] + others)
-        return Traffic.boxes(fleet)
+        boxes = Traffic.boxes(fleet)
+        walkers = [a.walker for a in self.walkers()]
+        return concat_boxes(boxes, walker_boxes(walkers)) if walkers else boxes
 
     def episode_state(self) -> bytes:
         rows = []
@@ -373,6 +410,10 @@ class World:
                 acc = (a.accel * math.cos(v.yaw), -a.accel * math.sin(v.yaw), 0.0)
                 signal = self.lights.vehicle_signal(v.x, v.y, v.yaw)
                 rows.append(layouts.ActorState(a.id, tf, vel, (0.0, 0.0, 0.0), acc, a.control, signal=signal))
+            elif a.walker is not None:
+                w = a.walker
+                vx, vy = w.velocity
+                rows.append(layouts.ActorState(a.id, tf, (vx, -vy, 0.0), walker=w.control))
             elif a.type_id == TRAFFIC_LIGHT.id:
                 rows.append(layouts.ActorState(a.id, tf, light=self.lights.wire_state(self.lights.lights[a.id])))
             else:
