@@ -81,3 +81,21 @@ def test_traffic_lights_of_a_town_govern_their_approaches() -> None:
     assert len(stops) == 0 and len(stops._pts) > 0
     assert stops.vehicle_signal(*stops._pts[0], float(stops._heading[0])) == (tl.RED, False, 0)
     assert tl.TrafficLights.none().vehicle_signal(0.0, 0.0, 0.0) == (tl.GREEN, False, 0)
+
+
+def test_object_depth_is_the_range_of_its_foot() -> None:
+    """sim/depth.py (the depth camera's source): an upright object takes the range where it meets the ground."""
+    import numpy as np
+
+    from sim.depth import depth_image
+    from sim.types import CameraSpec
+
+    spec = CameraSpec()
+    labels = np.full((spec.height, spec.width), 1, np.uint8)  # road
+    labels[:60] = 11  # sky
+    labels[60:100, 150:170] = 14  # a car standing on the road at row 100
+    depth = depth_image(spec, labels)
+    foot = depth[100, 160]
+    assert 4.0 < foot < 8.0 and depth[159, 160] < 3.0  # the bottom row's ground is much nearer
+    assert abs(depth[99, 160] - foot) < 0.05  # the car's lowest pixel: its foot's range, not the bottom row's
+    assert np.all(np.diff(depth[60:100, 160]) > 0)  # up the face optical z shrinks (the camera looks down)
