@@ -30,12 +30,12 @@ carla = pytest.importorskip("carla", reason="needs the real carla client (pip in
 pytest.importorskip("msgpack", reason="the CARLA server needs msgpack (pip install 'laneloop[carla]')")
 
 from scenarios.schema import Scenario  # noqa: E402
-from sim.backend import make_backend  # noqa: E402
+from sim.backend import BackendError, make_backend  # noqa: E402
 from sim.carla_backend import camera_pose  # noqa: E402
 from sim.carla_server import layouts  # noqa: E402
 from sim.embedded.traffic import bicycle_step  # noqa: E402
 from sim.tags import ROAD_LINE  # noqa: E402
-from sim.types import CameraSpec, Control  # noqa: E402
+from sim.types import CameraSpec, Control, Weather  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CAM = CameraSpec(name="front", width=320, height=160)
@@ -718,3 +718,188 @@ def test_carla_backend_frames_equal_embedded_backend(server):
         assert differ <= 5, f"{differ} RGB pixels differ at frame {k}"
         assert a.ego.x == pytest.approx(b.ego.x, abs=1e-4) and a.ego.y == pytest.approx(b.ego.y, abs=1e-4)
         assert a.ego.speed == pytest.approx(b.ego.speed, abs=1e-4)
+
+
+# -- sim/carla_backend.py on the server (moved here from the stand-in of tests/test_carla_backend.py) --
+
+SMALL = CameraSpec(name="front", width=32, height=16)
+
+
+def small_scenario(**kw) -> Scenario:
+    base = dict(town="Town03", seed=7, npc_vehicles=2, ego_spawn=0, cameras=(SMALL,), frames=10)
+    base.update(kw)
+    return Scenario(**base)
+
+
+def carla_backend(port: int, **kw):
+    return make_backend("carla", port=port, tm_port=free_port(), timeout=10.0, **kw)
+
+
+def hero_of(world):
+    return [a for a in world.get_actors().filter("vehicle.*") if a.attributes.get("role_name") == "hero"]
+
+
+def test_backend_reset_settings_hero_cameras_and_restore_as_found(server):
+    """reset: sync at the scenario's dt, a hero with RGB + semantic cameras on one mount, NPCs; close:
+    the settings exactly as found (asynchronous with a custom dt), every actor of ours gone."""
+    client, world = connect(server)
+    found = world.get_settings()
+    found.fixed_delta_seconds = 0.02
+    found.max_substeps = 7
+    world.apply_settings(found)
+    try:
+        with carla_backend(server) as b:
+            obs = b.reset(small_scenario(dt=0.1), seed=11)
+            s = world.get_settings()
+            assert s.synchronous_mode and s.fixed_delta_seconds == pytest.approx(0.1)
+            assert s.fixed_delta_seconds <= s.max_substep_delta_time * s.max_substeps
+            hero = hero_of(world)
+            assert len(hero) == 1 and len(world.get_actors().filter("vehicle.*")) == 1 + 2
+            cams = [a for a in world.get_actors().filter("sensor.camera.*") if a.parent and a.parent.id == hero[0].id]
+            assert sorted(c.type_id for c in cams) == ["sensor.camera.rgb", "sensor.camera.semantic_segmentation"]
+            assert cams[0].attributes["image_size_x"] == "32" and cams[1].attributes["fov"] == "90.0"
+            # The server renders both from one mount: pixel-aligned labels, a real lane view.
+            cam = obs.cameras["front"]
+            assert obs.frame == 0 and cam.rgb.shape == (16, 32, 3) and cam.labels.shape == (16, 32)
+            assert ROAD_LINE in cam.labels and obs.town == "Town03" and obs.weather == "ClearNoon"
+            assert world.get_weather().sun_altitude_angle == pytest.approx(
+                carla.WeatherParameters.ClearNoon.sun_altitude_angle
+            )
+            obs = b.step(Control(throttle=0.5))
+            assert obs.frame == 1 and obs.sim_time == pytest.approx(0.1)
+        world.wait_for_tick()
+        after = world.get_settings()
+        assert not after.synchronous_mode and after.fixed_delta_seconds == pytest.approx(0.02)
+        assert after.max_substeps == 7 and spawned(world) == ["spectator"]
+        # Found synchronous: the backend runs at its own dt and gives the world back synchronous.
+        found.synchronous_mode, found.fixed_delta_seconds = True, 0.1
+        world.apply_settings(found)
+        with carla_backend(server) as b:
+            b.reset(small_scenario(dt=0.05, npc_vehicles=0))
+            assert world.get_settings().fixed_delta_seconds == pytest.approx(0.05)
+        after = world.get_settings()
+        assert after.synchronous_mode and after.fixed_delta_seconds == pytest.approx(0.1)
+    finally:
+        back = world.get_settings()
+        back.synchronous_mode, back.fixed_delta_seconds, back.max_substeps = False, None, 10
+        world.apply_settings(back)
+
+
+def test_backend_ego_state_collision_control_and_occupied_spawn(server):
+    """Ego state from the server (lane, offset, distance, speed), a real collision, manual control,
+    and an occupied spawn point: the ego takes the next one."""
+    client, world = connect(server)
+    points = world.get_map().get_spawn_points()
+    blocker = world.spawn_actor(world.get_blueprint_library().find("vehicle.tesla.model3"), points[0])
+    try:
+        with carla_backend(server) as b:
+            obs = b.reset(small_scenario(npc_vehicles=0))
+            assert obs.ego.x == pytest.approx(points[1].location.x, abs=1e-3)  # point 0 is taken
+            assert obs.ego.y == pytest.approx(-points[1].location.y, abs=1e-3)  # CARLA's y is our -y
+            assert obs.ego.lane_id is not None and abs(obs.ego.lateral_offset) < 0.05 and obs.ego.speed == 0.0
+            for _ in range(10):
+                obs = b.step(Control(throttle=1.0))
+            x = v = 0.0  # the embedded kinematics under the same control, 10 ticks of 0.05 s
+            for _ in range(10):
+                x, _, _, v = bicycle_step(x, 0.0, 0.0, v, Control(throttle=1.0), 0.05)
+            assert obs.ego.distance == pytest.approx(x, abs=0.01) and obs.ego.speed == pytest.approx(v, abs=0.01)
+            assert not obs.ego.collision
+            obs = b.step(Control(throttle=0.5, steer=0.2))
+            assert obs.ego.steer == pytest.approx(0.2) and hero_of(world)[0].get_control().steer == pytest.approx(0.2)
+            # Park a car just ahead of the ego: the collision sensor reports it on the next frame.
+            ego = hero_of(world)[0].get_transform()
+            ahead = carla.Transform(ego.location + ego.get_forward_vector() * 3.0, ego.rotation)
+            other = world.spawn_actor(world.get_blueprint_library().find("vehicle.audi.a2"), ahead)
+            hits = [b.step(Control(throttle=1.0)).ego.collision for _ in range(4)]
+            other.destroy()
+            assert any(hits)
+            # A seeded random spawn point repeats; the same town is not loaded again.
+            episode = client.get_world().id
+            xs = [b.reset(small_scenario(ego_spawn=None, npc_vehicles=0), seed=5).ego.x for _ in range(2)]
+            assert xs[0] == xs[1] and client.get_world().id == episode
+    finally:
+        blocker.destroy()
+
+
+def test_backend_towns_and_weather_by_preset_or_parameters(server):
+    """Town switch through load_world (and a bad town named), weather presets and parameters per frame."""
+    fog = Weather.from_params({"fog_density": 80.0}, name="Fog")
+    client, world = connect(server)
+    with carla_backend(server) as b:
+        obs = b.reset(small_scenario(npc_vehicles=0, weathers=(Weather.preset("WetSunset"), fog), weather_every=2))
+        assert obs.weather == "WetSunset" and client.get_world().get_weather().wetness == pytest.approx(
+            carla.WeatherParameters.WetSunset.wetness
+        )
+        b.step(Control())
+        obs = b.step(Control())
+        assert obs.weather == "Fog" and client.get_world().get_weather().fog_density == pytest.approx(80.0)
+        obs = b.reset(small_scenario(town="Town04", npc_vehicles=0))
+        assert obs.town == "Town04" and client.get_world().get_map().name.endswith("Town04")
+        assert client.get_world().get_settings().synchronous_mode  # load_world kept the settings
+        with pytest.raises(BackendError, match="Town99.*available"):
+            b.reset(small_scenario(town="Town99"))
+        obs = b.reset(small_scenario(npc_vehicles=0))
+        assert client.get_world().get_map().name.endswith("Town03")
+    world = client.get_world()
+    world.wait_for_tick()
+    assert not world.get_settings().synchronous_mode and spawned(world) == ["spectator"]
+
+
+def test_backend_protocol_contract_on_server(server):
+    """The checks every backend passes: types, shapes, tag ids, frame counting, repeatability."""
+    from sim.backend import Backend
+    from sim.tags import is_valid
+
+    cams = (SMALL, CameraSpec(name="wide", width=48, height=24, fov_deg=120))
+    controls = [Control(throttle=0.6, steer=0.1 * (i % 3 - 1)) for i in range(3)]
+    runs = []
+    for _ in range(2):
+        with carla_backend(server) as b:
+            assert isinstance(b, Backend)
+            obs = [b.reset(small_scenario(cameras=cams, npc_vehicles=0), seed=3)]
+            obs += [b.step(c) for c in controls]
+        assert [o.frame for o in obs] == [0, 1, 2, 3]
+        for o in obs:
+            assert list(o.cameras) == ["front", "wide"] and o.camera.spec.name == "front"
+            for spec in cams:
+                frame = o.cameras[spec.name]
+                assert frame.rgb.shape == (spec.height, spec.width, 3) and frame.rgb.dtype == np.uint8
+                assert frame.labels.shape == (spec.height, spec.width) and frame.labels.dtype == np.uint8
+                assert is_valid(frame.labels) and frame.intrinsics.shape == (3, 3)
+        runs.append(([o.ego for o in obs], [o.cameras["wide"].labels.tobytes() for o in obs]))
+    assert runs[0] == runs[1]  # same scenario, seed and controls: same ego states and frames
+
+
+def test_record_backend_carla_writes_a_valid_dataset(server, tmp_path):
+    """collect/record.py --backend carla against the server, then dataset.validate: a clean dataset."""
+    out = tmp_path / "rec"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "collect/record.py", "--backend", "carla", "--port", str(server)]
+    cmd += ["--tm-port", str(free_port()), "--town", "Town03", "--npc-vehicles", "1", "--width", "64"]
+    cmd += [
+        "--height",
+        "32",
+        "--episodes",
+        "2",
+        "--episode-frames",
+        "3",
+        "--every",
+        "1",
+        "--split",
+        "train=0.5,val=0.5",
+    ]
+    cmd += ["--weather", "ClearNoon", "--no-progress", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    check = subprocess.run(
+        [sys.executable, "-m", "dataset.validate", str(out)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout[-1000:] + check.stderr[-1000:]
+    import json
+
+    import pandas as pd
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backend"] == "carla"
+    index = pd.read_parquet(next(out.glob("*.parquet")))
+    assert len(index) == 6 and sorted(index.split.unique()) == ["train", "val"]

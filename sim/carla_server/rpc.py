@@ -17,7 +17,7 @@ from typing import Any
 from sim.carla_server.blueprints import definitions
 from sim.carla_server.framing import Connection
 from sim.carla_server.lights import GREEN, RED, YELLOW
-from sim.carla_server.mapdata import MapError, load_map_data
+from sim.carla_server.mapdata import MapData, MapError, load_map_data
 from sim.carla_server.settings import Settings, WorldError, weather_from_wire, weather_to_wire
 from sim.carla_server.world import EPISODE_STREAM, World
 from sim.embedded.towns import town_names
@@ -80,6 +80,7 @@ class Dispatcher:
         self.world = world
         self.debug = debug
         self.tm: dict[int, tuple[str, int]] = {}
+        self.maps: dict[str, MapData] = {}
         self.methods: dict[str, Callable[..., Any]] = {
             name[3:]: getattr(self, name) for name in dir(self) if name.startswith("rc_")
         }
@@ -170,7 +171,9 @@ class Dispatcher:
 
     def rc_load_new_episode(self, conn, map_name, *rest):
         name = str(map_name).rsplit("/", 1)[-1]
-        self.world.load(load_map_data(town=name))
+        if name not in self.maps:  # a town is the same whenever it is built: build it once
+            self.maps[name] = load_map_data(town=name)
+        self.world.load(self.maps[name])
         if not (rest and rest[0] is False):
             self.world.settings = Settings()
         return VOID
