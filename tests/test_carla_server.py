@@ -99,3 +99,30 @@ def test_object_depth_is_the_range_of_its_foot() -> None:
     assert 4.0 < foot < 8.0 and depth[159, 160] < 3.0  # the bottom row's ground is much nearer
     assert abs(depth[99, 160] - foot) < 0.05  # the car's lowest pixel: its foot's range, not the bottom row's
     assert np.all(np.diff(depth[60:100, 160]) > 0)  # up the face optical z shrinks (the camera looks down)
+
+
+def test_walker_walks_its_control_and_renders_as_pedestrian_boxes() -> None:
+    """WalkerControl off the wire (CARLA frame) moves the walker in ours; its boxes are tagged Pedestrian."""
+    import math
+
+    import numpy as np
+    import pytest
+
+    from sim.carla_server.walkers import Walker, concat_boxes, walker_boxes
+    from sim.embedded.props import Boxes
+
+    w = Walker(1.0, 2.0, 0.0, (0.48, 0.58, 1.86), (70, 90, 140))
+    w.apply([[0.0, 2.0, 0.0], 1.5, False])  # CARLA +y (right of +x) is our -y; the length is dropped
+    for _ in range(10):
+        w.step(0.05)
+    assert (w.x, w.y) == pytest.approx((1.0, 2.0 - 0.75)) and w.yaw == pytest.approx(-math.pi / 2)
+    assert w.velocity == pytest.approx((0.0, -1.5)) and w.control == ((0.0, 2.0, 0.0), 1.5, False)
+    w.apply([[0.0, 0.0, 0.0], 1.5, False])  # no direction: standing
+    w.step(1.0)
+    assert (w.x, w.y) == pytest.approx((1.0, 1.25)) and w.speed == 0.0
+    with pytest.raises(ValueError):
+        w.apply([[1.0, 0.0, 0.0], -1.0, False])
+    boxes = walker_boxes([w])
+    assert boxes.tag.tolist() == [12, 12] and boxes.z0[1] + boxes.size[1, 2] == pytest.approx(1.86)
+    both = concat_boxes(Boxes.from_rows([]), boxes)
+    assert np.array_equal(both.xy, boxes.xy) and both.tag.dtype == np.uint8
