@@ -1,6 +1,6 @@
 """What the CARLA wire costs: ticks/s through the real carla client vs the embedded backend in-process.
 
-    python benchmarks/bench_carla_server.py [--ticks 200] [--town Town03]
+    python benchmarks/bench_carla_server.py [--ticks 200] [--town Town03] [--depth]
 
 Both sides run the same world: one ego, no traffic, one RGB + one semantic camera at 320x160,
 synchronous 0.05 s ticks under a constant throttle. Through the client a tick is
@@ -8,6 +8,8 @@ synchronous 0.05 s ticks under a constant throttle. Through the client a tick is
 it is `EmbeddedBackend.step()`. The server runs as a subprocess (the client holds the GIL while it
 waits), so on a 2-core machine server and client share the cores. The two are measured in
 alternating rounds in one run and reported as a ratio (goal: the wire costs <= 30 %).
+With --depth a depth camera joins on the same mount (decoded to metres on the client; the
+in-process side computes sim/depth.py's depth of its frame, the same work).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from perception.cpu import describe  # noqa: E402  (no torch: perception.cpu is 
 from scenarios.schema import Scenario  # noqa: E402
 from sim import make_backend  # noqa: E402
 from sim.carla_backend import camera_pose  # noqa: E402
+from sim.carla_server.layouts import depth_from_bgra  # noqa: E402
+from sim.depth import depth_image  # noqa: E402
 from sim.types import CameraSpec, Control  # noqa: E402
 
 CAM = CameraSpec(name="front", width=320, height=160)
@@ -66,7 +70,7 @@ def _start_server(town: str) -> tuple[subprocess.Popen, int]:
 class WireRun:
     """A synchronous client session with an ego and both cameras, ticked on demand."""
 
-    def __init__(self, carla, port: int) -> None:
+    def __init__(self, carla, port: int, depth: bool = False) -> None:
         self.carla = carla
         self.client = carla.Client("127.0.0.1", port)
         self.client.set_timeout(10.0)
@@ -80,7 +84,8 @@ class WireRun:
         (x, y, z), (p, yw, r) = camera_pose(CAM)
         mount = carla.Transform(carla.Location(x=x, y=y, z=z), carla.Rotation(pitch=p, yaw=yw, roll=r))
         self.cams, self.queues = [], []
-        for kind in ("sensor.camera.rgb", "sensor.camera.semantic_segmentation"):
+        kinds = ["sensor.camera.rgb", "sensor.camera.semantic_segmentation"] + ["sensor.camera.depth"] * depth
+        for kind in kinds:
             bp = lib.find(kind)
             bp.set_attribute("image_size_x", str(CAM.width))
             bp.set_attribute("image_size_y", str(CAM.height))
@@ -93,11 +98,15 @@ class WireRun:
 
     def tick(self) -> None:
         f = self.world.tick()
-        for q in self.queues:
+        for k, q in enumerate(self.queues):
             while True:
                 d = q.get(timeout=10.0)
                 if d.frame == f:
-                    np.frombuffer(d.raw_data, np.uint8).reshape(d.height, d.width, 4)[..., 2].copy()
+                    bgra = np.frombuffer(d.raw_data, np.uint8).reshape(d.height, d.width, 4)
+                    if k == 2:
+                        depth_from_bgra(bgra)  # metres, as a user decodes raw_data
+                    else:
+                        bgra[..., 2].copy()
                     break
 
     def close(self) -> None:
@@ -121,6 +130,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ticks", type=int, default=200, help="ticks per side, in 4 alternating rounds")
     ap.add_argument("--town", default="Town03")
+    ap.add_argument("--depth", action="store_true", help="add a depth camera (and depth in-process)")
     args = ap.parse_args()
     try:
         import carla
@@ -130,25 +140,32 @@ def main() -> int:
     print(f"CPU: {describe()}; load average {os.getloadavg()[0]:.2f}")
     proc, port = _start_server(args.town)
     try:
-        wire = WireRun(carla, port)
+        wire = WireRun(carla, port, depth=args.depth)
         emb = make_backend("embedded")
         emb.reset(Scenario(town=args.town, seed=0, npc_vehicles=0, ego_spawn=0, cameras=(CAM,), frames=10**6))
         ctrl = Control(throttle=0.3)
+
+        def emb_tick() -> None:
+            obs = emb.step(ctrl)
+            if args.depth:
+                depth_image(CAM, obs.cameras["front"].labels)
+
         for _ in range(10):  # warm-up both
             wire.tick()
-            emb.step(ctrl)
+            emb_tick()
         per = max(args.ticks // 4, 1)
         wire_rates, emb_rates = [], []
         for _ in range(4):
             wire_rates.append(rate(wire.tick, per))
-            emb_rates.append(rate(lambda: emb.step(ctrl), per))
+            emb_rates.append(rate(emb_tick, per))
         wire.close()
         emb.close()
     finally:
         proc.terminate()
         proc.wait(10)
     w, e = statistics.median(wire_rates), statistics.median(emb_rates)
-    print(f"one RGB + one semantic camera at {CAM.width}x{CAM.height}, sync 0.05 s, {args.town}, no traffic")
+    cams = "one RGB + one semantic" + (" + one depth" if args.depth else "") + " camera"
+    print(f"{cams} at {CAM.width}x{CAM.height}, sync 0.05 s, {args.town}, no traffic")
     print(f"  embedded backend in-process : {e:7.1f} ticks/s  (rounds: {', '.join(f'{r:.0f}' for r in emb_rates)})")
     print(f"  real carla client over wire : {w:7.1f} ticks/s  (rounds: {', '.join(f'{r:.0f}' for r in wire_rates)})")
     print(f"  wire / embedded = {w / e:.2f} (the wire costs {100 * (1 - w / e):.0f} % of the rate)")

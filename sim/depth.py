@@ -57,11 +57,12 @@ def depth_image(spec: CameraSpec, labels: np.ndarray) -> np.ndarray:
         raise ValueError(f"labels {labels.shape} do not match camera {spec.name!r} ({spec.height}x{spec.width})")
     is_ground = _IS_GROUND[labels] & down
     h = labels.shape[0]
-    # Row of the nearest ground pixel at or below each pixel (-1: none): a running max from the bottom.
-    rows = np.where(is_ground, np.arange(h, dtype=np.int16)[:, None], np.int16(-1))
-    below = np.maximum.accumulate(rows[::-1], axis=0)[::-1]
-    foot = np.take_along_axis(ground_range, np.maximum(below, 0).astype(np.intp), axis=0)
-    depth = np.where(below >= 0, foot * inv_horiz, np.float32(np.nan))
+    # Row of the nearest ground pixel at or below each pixel (h: none): a running min from the
+    # bottom (a running max would pick the bottom row, the ground nearest the camera, for all).
+    rows = np.where(is_ground, np.arange(h, dtype=np.int16)[:, None], np.int16(h))
+    below = np.minimum.accumulate(rows[::-1], axis=0)[::-1]
+    foot = np.take_along_axis(ground_range, np.minimum(below, h - 1).astype(np.intp), axis=0)
+    depth = np.where(below < h, foot * inv_horiz, np.float32(np.nan))
     depth = np.where(is_ground, ground_t, depth)
     depth[labels == tags.SKY] = np.inf
     return depth

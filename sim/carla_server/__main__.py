@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--town", default=None, help="procedural town (default Town03)")
     where.add_argument("--map", default=None, metavar="FILE", help="OpenDRIVE file (.xodr)")
     ap.add_argument("--seed", type=int, default=0, help="renderer seed (sky, rain)")
+    ap.add_argument(
+        "--no-traffic-lights",
+        action="store_true",
+        help="no traffic light actors and no stop signs: every vehicle's light state is Green",
+    )
     ap.add_argument("--debug", action="store_true", help="log every RPC call on stderr")
     args = ap.parse_args(argv)
 
@@ -39,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         server = CarlaServer(
-            args.host, args.port, town=args.town, xodr=args.map, seed=args.seed, debug=args.debug
+            args.host,
+            args.port,
+            town=args.town,
+            xodr=args.map,
+            seed=args.seed,
+            debug=args.debug,
+            traffic_lights=not args.no_traffic_lights,
         ).start()
     except MapError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -49,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"carla server: {server.world.map.carla_name} on {server.host}:{server.port} "
-        f"(streams on {server.hub.port}); Ctrl-C stops",
+        f"(streams on {server.hub.port}, {len(server.world.lights)} traffic lights); Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )

@@ -57,9 +57,14 @@ _CAMERA_COMMON = (
     ("lens_x_size", FLOAT, "0.08"),
     ("lens_y_size", FLOAT, "0.08"),
 )
-CAMERAS = ("sensor.camera.rgb", "sensor.camera.semantic_segmentation")
-"""No depth camera: the embedded renderer has no depth buffer to give."""
+CAMERAS = ("sensor.camera.rgb", "sensor.camera.semantic_segmentation", "sensor.camera.depth")
+"""Depth comes from sim/depth.py (ground-plane geometry and the label image), not a depth buffer."""
 EVENT_SENSORS = ("sensor.other.collision", "sensor.other.lane_invasion")
+# (id, half extents, age): pedestrians by CARLA's ids (walker.pedestrian.0001 ... in 0.9.16).
+_WALKERS = tuple(
+    (f"walker.pedestrian.{k:04d}", (0.19, 0.19, 0.93) if age == "adult" else (0.16, 0.16, 0.62), age)
+    for k, age in enumerate(("adult",) * 8 + ("child",) * 2, start=1)
+)
 
 
 def _build() -> tuple[Blueprint, ...]:
@@ -95,10 +100,24 @@ def _build() -> tuple[Blueprint, ...]:
     for sid in EVENT_SENSORS:
         out.append(Blueprint(uid, sid, "sensor,other," + sid.rsplit(".", 1)[1], (_attr("role_name", STRING, "front"),)))
         uid += 1
+    for wid, extent, age in _WALKERS:
+        attrs = (
+            _attr("role_name", STRING, "pedestrian"),
+            _attr("is_invincible", BOOL, "true", ("true", "false")),
+            _attr("speed", FLOAT, "1.4", ("0.0", "1.4", "2.5") if age == "adult" else ("0.0", "1.0", "2.0")),
+            _attr("age", STRING, age, modifiable=False),
+            _attr("gender", STRING, "female" if int(wid[-1]) % 2 else "male", modifiable=False),
+            _attr("generation", INT, "2", modifiable=False),
+            _attr("can_use_wheelchair", BOOL, "false", modifiable=False),
+        )
+        out.append(Blueprint(uid, wid, "walker,pedestrian," + wid.rsplit(".", 1)[1], attrs, extent, 12))
+        uid += 1
     return tuple(out)
 
 
 LIBRARY: tuple[Blueprint, ...] = _build()
+TRAFFIC_LIGHT = Blueprint(0, "traffic.traffic_light", "traffic,traffic_light", (), (0.2, 0.2, 2.65), 7)
+"""The map's traffic lights (sim/carla_server/lights.py): actors, but not in the library to spawn."""
 BY_ID: dict[str, Blueprint] = {b.id: b for b in LIBRARY}
 
 

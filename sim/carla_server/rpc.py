@@ -16,15 +16,10 @@ from typing import Any
 
 from sim.carla_server.blueprints import definitions
 from sim.carla_server.framing import Connection
-from sim.carla_server.mapdata import MapError, load_map_data
-from sim.carla_server.world import (
-    EPISODE_STREAM,
-    Settings,
-    World,
-    WorldError,
-    weather_from_wire,
-    weather_to_wire,
-)
+from sim.carla_server.lights import GREEN, RED, YELLOW
+from sim.carla_server.mapdata import MapData, MapError, load_map_data
+from sim.carla_server.settings import Settings, WorldError, weather_from_wire, weather_to_wire
+from sim.carla_server.world import EPISODE_STREAM, World
 from sim.embedded.towns import town_names
 
 VERSION = "0.9.16"
@@ -55,7 +50,7 @@ CMD_NAMES = {
     19: "ConsoleCommand",
     20: "SetTrafficLightState",
 }
-CMD_TRANSFORM, CMD_VELOCITY = 6, 8
+CMD_WALKER_CONTROL, CMD_TRANSFORM, CMD_VELOCITY, CMD_LIGHT_STATE = 4, 6, 8, 20
 CMD_NOOPS = {14, 15, 16, 17, 18}
 """Accepted and ignored: physics and gravity are always on, the autopilot is the client's Traffic Manager."""
 
@@ -85,6 +80,7 @@ class Dispatcher:
         self.world = world
         self.debug = debug
         self.tm: dict[int, tuple[str, int]] = {}
+        self.maps: dict[str, MapData] = {}
         self.methods: dict[str, Callable[..., Any]] = {
             name[3:]: getattr(self, name) for name in dir(self) if name.startswith("rc_")
         }
@@ -175,7 +171,9 @@ class Dispatcher:
 
     def rc_load_new_episode(self, conn, map_name, *rest):
         name = str(map_name).rsplit("/", 1)[-1]
-        self.world.load(load_map_data(town=name))
+        if name not in self.maps:  # a town is the same whenever it is built: build it once
+            self.maps[name] = load_map_data(town=name)
+        self.world.load(self.maps[name])
         if not (rest and rest[0] is False):
             self.world.settings = Settings()
         return VOID
@@ -211,11 +209,47 @@ class Dispatcher:
     def rc_set_pedestrians_seed(self, conn, seed):
         return VOID
 
+    # -- traffic lights (sim/carla_server/lights.py) -------------------------------------------
+    def _light(self, actor_id) -> int:
+        light_id = int(actor_id)
+        if light_id not in self.world.lights.lights:
+            raise WorldError(f"actor {light_id} is not a traffic light")
+        return light_id
+
+    def rc_set_traffic_light_state(self, conn, actor_id, state):
+        self.world.lights.set_state(self._light(actor_id), int(state))
+        return VOID
+
+    def rc_set_traffic_light_green_time(self, conn, actor_id, seconds):
+        self.world.lights.set_time(self._light(actor_id), GREEN, float(seconds))
+        return VOID
+
+    def rc_set_traffic_light_yellow_time(self, conn, actor_id, seconds):
+        self.world.lights.set_time(self._light(actor_id), YELLOW, float(seconds))
+        return VOID
+
+    def rc_set_traffic_light_red_time(self, conn, actor_id, seconds):
+        self.world.lights.set_time(self._light(actor_id), RED, float(seconds))
+        return VOID
+
+    def rc_freeze_traffic_light(self, conn, actor_id, frozen):
+        self.world.lights.freeze(self._light(actor_id), bool(frozen))
+        return VOID
+
+    def rc_reset_traffic_light_group(self, conn, actor_id):
+        self.world.lights.reset_group(self._light(actor_id))
+        return VOID
+
+    def rc_get_group_traffic_lights(self, conn, actor_id):
+        return [light.id for light in self.world.lights.group(self._light(actor_id)).lights]
+
     def rc_freeze_all_traffic_lights(self, conn, frozen):
+        self.world.lights.freeze_all(bool(frozen))
         return VOID
 
     def rc_reset_all_traffic_lights(self, conn):
-        return VOID  # there are no traffic lights
+        self.world.lights.reset_all()
+        return VOID
 
     # -- actors -----------------------------------------------------------------------------
     def rc_spawn_actor(self, conn, description, transform):
@@ -229,6 +263,10 @@ class Dispatcher:
 
     def rc_apply_control_to_vehicle(self, conn, actor_id, control):
         self.world.apply_control(actor_id, control)
+        return VOID
+
+    def rc_apply_control_to_walker(self, conn, actor_id, control):
+        self.world.apply_walker_control(actor_id, control)
         return VOID
 
     def rc_set_actor_transform(self, conn, actor_id, transform):
@@ -294,6 +332,10 @@ class Dispatcher:
                 self.world.set_transform(actor_id, payload[1])
             elif index == CMD_VELOCITY:
                 self.world.set_velocity(actor_id, payload[1])
+            elif index == CMD_WALKER_CONTROL:
+                self.world.apply_walker_control(actor_id, payload[1])
+            elif index == CMD_LIGHT_STATE:
+                self.world.lights.set_state(self._light(actor_id), int(payload[1]))
             elif index in CMD_NOOPS:
                 self.world.get(actor_id)
             else:

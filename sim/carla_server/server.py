@@ -28,9 +28,10 @@ class CarlaServer:
         xodr: str | Path | None = None,
         seed: int = 0,
         debug: bool = False,
+        traffic_lights: bool = True,
     ) -> None:
         self.hub = StreamHub(host)
-        self.world = World(load_map_data(town=town, xodr=xodr), self.hub, seed=seed)
+        self.world = World(load_map_data(town=town, xodr=xodr), self.hub, seed=seed, traffic_lights=traffic_lights)
         self.dispatcher = Dispatcher(self.world, debug=debug)
         try:
             self.rpc = RpcListener(host, port, self.dispatcher, self.dispatcher.disconnected)

@@ -11,110 +11,28 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
 
 from sim.carla_server import layouts
-from sim.carla_server.blueprints import BY_ID, CAMERAS, Blueprint
+from sim.carla_server.blueprints import BY_ID, CAMERAS, TRAFFIC_LIGHT, Blueprint
+from sim.carla_server.lights import TrafficLights
 from sim.carla_server.mapdata import MapData
+from sim.carla_server.settings import Settings, WorldError
 from sim.carla_server.streams import StreamHub
+from sim.carla_server.walkers import CLOTHES, Walker, concat_boxes, walker_boxes
+from sim.depth import depth_image
 from sim.embedded.render import CameraRenderer
 from sim.embedded.traffic import Traffic, Vehicle, bicycle_step, obb_overlap
-from sim.types import PRESET_NAMES, CameraSpec, Control, Weather
+from sim.types import CameraSpec, Control, Weather
 
 EPISODE_STREAM = 1
 SPECTATOR_ID = 1
 FIRST_ACTOR_ID = 100
 SUBSCRIBE_WAIT_S = 1.0
 """How long a tick waits for a sensor whose token was asked for but whose stream is not connected yet."""
-
-WEATHER_FIELDS = (
-    "cloudiness",
-    "precipitation",
-    "precipitation_deposits",
-    "wind_intensity",
-    "sun_azimuth_angle",
-    "sun_altitude_angle",
-    "fog_density",
-    "fog_distance",
-    "fog_falloff",
-    "wetness",
-    "scattering_intensity",
-    "mie_scattering_scale",
-    "rayleigh_scattering_scale",
-    "dust_storm",
-)
-"""rpc/WeatherParameters.h's wire order."""
-
-
-class WorldError(RuntimeError):
-    """An expected failure of a request (unknown actor, bad attribute): goes back as a CARLA error."""
-
-
-@dataclass
-class Settings:
-    synchronous_mode: bool = False
-    no_rendering_mode: bool = False
-    fixed_delta_seconds: float | None = None
-    substepping: bool = True
-    max_substep_delta_time: float = 0.01
-    max_substeps: int = 10
-    max_culling_distance: float = 0.0
-    deterministic_ragdolls: bool = True
-    tile_stream_distance: float = 3000.0
-    actor_active_distance: float = 2000.0
-    spectator_as_ego: bool = True
-
-    def wire(self) -> list:
-        dt = [False] if self.fixed_delta_seconds is None else [True, float(self.fixed_delta_seconds)]
-        return [
-            self.synchronous_mode,
-            self.no_rendering_mode,
-            dt,
-            self.substepping,
-            float(self.max_substep_delta_time),
-            int(self.max_substeps),
-            float(self.max_culling_distance),
-            self.deterministic_ragdolls,
-            float(self.tile_stream_distance),
-            float(self.actor_active_distance),
-            self.spectator_as_ego,
-        ]
-
-    @classmethod
-    def from_wire(cls, v: list) -> Settings:
-        if not isinstance(v, list) or len(v) < 6:
-            raise WorldError("set_episode_settings: malformed settings")
-        dt = v[2]
-        fixed = float(dt[1]) if isinstance(dt, list) and len(dt) == 2 and dt[0] else None
-        if fixed is not None and not (fixed > 0 and math.isfinite(fixed)):
-            raise WorldError(f"set_episode_settings: fixed_delta_seconds must be > 0, got {fixed}")
-        base = cls()
-        rest = list(v[6:11]) + [None] * (11 - len(v))
-        return cls(
-            bool(v[0]),
-            bool(v[1]),
-            fixed,
-            bool(v[3]),
-            float(v[4]),
-            int(v[5]),
-            *(
-                x if x is not None else getattr(base, f)
-                for x, f in zip(
-                    rest[:5],
-                    (
-                        "max_culling_distance",
-                        "deterministic_ragdolls",
-                        "tile_stream_distance",
-                        "actor_active_distance",
-                        "spectator_as_ego",
-                    ),
-                    strict=True,
-                )
-            ),
-        )
 
 
 @dataclass
@@ -130,6 +48,7 @@ class Actor:
     vehicle: Vehicle | None = None
     control: tuple = (0.0, 0.0, 0.0, False, False, False, 0)
     accel: float = 0.0
+    walker: Walker | None = None
     # cameras
     spec: CameraSpec | None = None
     renderer: CameraRenderer | None = None
@@ -157,7 +76,8 @@ class Actor:
         """rpc/Actor.h: id, parent, description, bounding box, semantic tags, stream token."""
         uid = self.blueprint.uid if self.blueprint else 0
         ext = self.blueprint.extent if self.blueprint else (0.0, 0.0, 0.0)
-        bbox = [[0.0, 0.0, float(ext[2])], [float(e) for e in ext], [0.0, 0.0, 0.0]]
+        centre_z = 0.0 if self.walker is not None else float(ext[2])  # a walker's origin is its centre, as CARLA's
+        bbox = [[0.0, 0.0, centre_z], [float(e) for e in ext], [0.0, 0.0, 0.0]]
         tags = bytes([self.blueprint.semantic_tag]) if self.blueprint and self.blueprint.semantic_tag else b""
         token = hub.token(self.id) if self.is_sensor else b""
         return [self.id, self.parent, [uid, self.type_id, [list(a) for a in self.attributes]], bbox, tags, token]
@@ -168,29 +88,13 @@ def ours(t: list) -> tuple[float, float, float]:
     return float(t[0]), -float(t[1]), -math.radians(float(t[4]))
 
 
-def weather_from_wire(v: list) -> Weather:
-    if not isinstance(v, list) or len(v) < len(WEATHER_FIELDS):
-        raise WorldError("set_weather_parameters: expected 14 numbers")
-    # The client sends float32: its shortest decimal is the value the script wrote (0.1, not
-    # 0.10000000149), so a preset arrives as exactly the preset and renders as the embedded one.
-    values = {k: float(str(np.float32(x))) for k, x in zip(WEATHER_FIELDS, v, strict=False)}
-    w = Weather(**values, name="Custom")
-    for name in PRESET_NAMES:
-        if name != "Default" and replace(Weather.preset(name), name="Custom") == w:
-            return replace(w, name=name)
-    return w
-
-
-def weather_to_wire(w: Weather) -> list:
-    return [float(getattr(w, k)) for k in WEATHER_FIELDS]
-
-
 class World:
     """One episode of one map; every method is called with `lock` held by the dispatcher."""
 
-    def __init__(self, mapdata: MapData, hub: StreamHub, seed: int = 0) -> None:
+    def __init__(self, mapdata: MapData, hub: StreamHub, seed: int = 0, traffic_lights: bool = True) -> None:
         self.hub = hub
         self.seed = int(seed)
+        self.with_lights = bool(traffic_lights)
         self.lock = threading.RLock()
         self.episode_id = 0
         self.frame = 0
@@ -203,8 +107,8 @@ class World:
     # -- episode --------------------------------------------------------------------------------
     def load(self, mapdata: MapData) -> None:
         """A fresh episode on a map: every actor but the spectator is gone."""
-        for aid in list(getattr(self, "actors", {})):
-            if aid != SPECTATOR_ID:
+        for aid, a in list(getattr(self, "actors", {}).items()):
+            if aid != SPECTATOR_ID and a.type_id != TRAFFIC_LIGHT.id:
                 self.destroy(aid)
         self.map = mapdata
         self.episode_id += 1
@@ -212,6 +116,12 @@ class World:
         self.actors: dict[int, Actor] = {
             SPECTATOR_ID: Actor(SPECTATOR_ID, None, "spectator", [], [0.0, 0.0, 50.0, -60.0, 0.0, 0.0])
         }
+        # The map's traffic lights are actors from the start, as in CARLA (ids before any spawn).
+        self.lights = TrafficLights(mapdata.town, self._next_id) if self.with_lights else TrafficLights.none()
+        for light in self.lights.lights.values():
+            tf = [light.x, -light.y, 0.0, 0.0, -math.degrees(light.yaw), 0.0]
+            self.actors[light.id] = Actor(light.id, TRAFFIC_LIGHT, TRAFFIC_LIGHT.id, [], tf)
+            self._next_id = light.id + 1
 
     @property
     def dt(self) -> float:
@@ -225,7 +135,7 @@ class World:
         bp = BY_ID.get(type_id)
         if bp is None:
             raise WorldError(
-                f"blueprint {type_id!r} is not available (this server has: vehicle.*, "
+                f"blueprint {type_id!r} is not available (this server has: vehicle.*, walker.pedestrian.*, "
                 f"{', '.join(CAMERAS)}, sensor.other.collision, sensor.other.lane_invasion)"
             )
         if parent and parent not in self.actors:
@@ -245,6 +155,13 @@ class World:
             size = (2 * bp.extent[0], 2 * bp.extent[1], 2 * bp.extent[2])
             color = tuple(int(c) for c in actor.attr("color", "130,130,135").split(","))
             actor.vehicle = Vehicle(actor.id, -1, 0.0, 0.0, 0.0, size, color, bp.semantic_tag, x=x, y=y, yaw=yaw)
+        elif type_id.startswith("walker."):
+            if parent:
+                raise WorldError("spawn_actor: walkers cannot be attached to another actor")
+            x, y, yaw = ours(tf)
+            tf[2] = bp.extent[2]
+            size = (2 * bp.extent[0] + 0.1, 2 * bp.extent[1] + 0.2, 2 * bp.extent[2])
+            actor.walker = Walker(x, y, yaw, size, CLOTHES[actor.id % len(CLOTHES)])
         elif actor.is_camera:
             actor.spec = self._camera_spec(actor)
             actor.renderer = CameraRenderer(actor.spec, self.map.town.ground, seed=self.seed)
@@ -272,9 +189,12 @@ class World:
         return a
 
     def destroy(self, actor_id: int) -> bool:
-        a = self.actors.pop(int(actor_id), None)
+        a = self.actors.get(int(actor_id))
         if a is None:
             return False
+        if a.type_id == TRAFFIC_LIGHT.id:
+            raise WorldError(f"traffic light {a.id} belongs to the map (set_state or freeze it instead)")
+        del self.actors[a.id]
         for child in [c.id for c in self.actors.values() if c.parent == a.id]:
             self.destroy(child)
         if a.is_sensor:
@@ -290,6 +210,9 @@ class World:
         if a.vehicle is not None:
             v = a.vehicle
             return [v.x, -v.y, 0.0, 0.0, -math.degrees(v.yaw), 0.0]
+        if a.walker is not None:
+            w = a.walker
+            return [w.x, -w.y, w.size[2] / 2, 0.0, -math.degrees(w.yaw), 0.0]
         if not a.parent or a.parent not in self.actors:
             return list(a.transform)
         p = self.world_transform(self.actors[a.parent])
@@ -310,6 +233,8 @@ class World:
         tf = _flat_transform(transform)
         if a.vehicle is not None:
             a.vehicle.x, a.vehicle.y, a.vehicle.yaw = ours(tf)
+        elif a.walker is not None:
+            a.walker.x, a.walker.y, a.walker.yaw = ours(tf)
         else:
             a.transform = tf
 
@@ -324,6 +249,20 @@ class World:
         man = bool(control[5]) if len(control) > 5 else False
         gear = int(control[6]) if len(control) > 6 else 0
         a.control = (min(max(t, 0.0), 1.0), min(max(s, -1.0), 1.0), min(max(b, 0.0), 1.0), hb, rev, man, gear)
+
+    def apply_walker_control(self, actor_id: int, control: list) -> None:
+        a = self.get(actor_id)
+        if a.walker is None:
+            raise WorldError(f"apply_control: actor {actor_id} ({a.type_id}) is not a walker")
+        if not isinstance(control, list) or len(control) < 2 or not isinstance(control[0], list):
+            raise WorldError("apply_control: malformed WalkerControl")
+        try:
+            a.walker.apply(control)
+        except (TypeError, ValueError) as e:
+            raise WorldError(f"apply_control: {e}") from None
+
+    def walkers(self) -> list[Actor]:
+        return [a for a in self.actors.values() if a.walker is not None]
 
     def set_velocity(self, actor_id: int, velocity: list) -> None:
         a = self.get(actor_id)
@@ -344,6 +283,9 @@ class World:
                 continue
             v.x, v.y, v.yaw, v.v = bicycle_step(v.x, v.y, v.yaw, v.v, Control(t, s, b, hb, rev), dt)
             a.accel = (v.v - v0) / dt
+        for a in self.walkers():
+            a.walker.step(dt)
+        self.lights.step(dt)
         self.frame += 1
         self.elapsed += dt
         if self.expected_streams:
@@ -387,6 +329,10 @@ class World:
             if o.id != me.id and abs(ov.x - v.x) < 12 and abs(ov.y - v.y) < 12:
                 if obb_overlap(mine, (ov.x, ov.y, ov.yaw, ov.size[0], ov.size[1])):
                     out.append((o.wire(self.hub), push))
+        for o in self.walkers():
+            w = o.walker
+            if obb_overlap(mine, (w.x, w.y, w.yaw, w.size[0], w.size[1])):
+                out.append((o.wire(self.hub), push))
         st = self.map.town.scenery.boxes
         near = np.nonzero((np.abs(st.xy[:, 0] - v.x) < 25) & (np.abs(st.xy[:, 1] - v.y) < 25))[0]
         for i in near:
@@ -427,15 +373,18 @@ class World:
             rgb, labels = cache[key]
             h, w = labels.shape
             bgra = np.empty((h, w, 4), np.uint8)
+            bgra[..., 3] = 255
             if a.type_id == "sensor.camera.semantic_segmentation":
                 bgra[..., 0] = 0
                 bgra[..., 1] = 0
                 bgra[..., 2] = labels
                 kind = layouts.TYPE_SEMANTIC
+            elif a.type_id == "sensor.camera.depth":
+                bgra = layouts.depth_bgra(depth_image(a.spec, labels))
+                kind = layouts.TYPE_DEPTH
             else:
                 bgra[..., :3] = rgb[..., ::-1]
                 kind = layouts.TYPE_RGB
-            bgra[..., 3] = 255
             payload = layouts.image_payload(
                 kind, self.frame, self.elapsed, tuple(self.world_transform(a)), a.spec.fov_deg, bgra
             )
@@ -447,7 +396,9 @@ class World:
         others = [a.vehicle for a in self.vehicles() if a.id != skip]
         first = own.vehicle if own is not None and own.vehicle is not None else None
         fleet = SimpleNamespace(vehicles=[first] + others)
-        return Traffic.boxes(fleet)
+        boxes = Traffic.boxes(fleet)
+        walkers = [a.walker for a in self.walkers()]
+        return concat_boxes(boxes, walker_boxes(walkers)) if walkers else boxes
 
     def episode_state(self) -> bytes:
         rows = []
@@ -457,7 +408,14 @@ class World:
                 v = a.vehicle
                 vel = (v.v * math.cos(v.yaw), -v.v * math.sin(v.yaw), 0.0)
                 acc = (a.accel * math.cos(v.yaw), -a.accel * math.sin(v.yaw), 0.0)
-                rows.append(layouts.ActorState(a.id, tf, vel, (0.0, 0.0, 0.0), acc, a.control))
+                signal = self.lights.vehicle_signal(v.x, v.y, v.yaw)
+                rows.append(layouts.ActorState(a.id, tf, vel, (0.0, 0.0, 0.0), acc, a.control, signal=signal))
+            elif a.walker is not None:
+                w = a.walker
+                vx, vy = w.velocity
+                rows.append(layouts.ActorState(a.id, tf, (vx, -vy, 0.0), walker=w.control))
+            elif a.type_id == TRAFFIC_LIGHT.id:
+                rows.append(layouts.ActorState(a.id, tf, light=self.lights.wire_state(self.lights.lights[a.id])))
             else:
                 rows.append(layouts.ActorState(a.id, tf))
         return layouts.episode_payload(self.frame, self.elapsed, self.episode_id, time.time(), self.dt, rows)
