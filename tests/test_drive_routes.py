@@ -75,8 +75,8 @@ def test_public_routes_load_and_plan() -> None:
     assert names >= {"highway_curves", "highway_night_rain", "urban_dense_rain", "town03_night_turns"}
     assert all(r.speed_limit_kmh >= 90 for r in routes if r.road == "highway")
     for r in routes:
-        if r.town == "Town04":
-            continue  # the highway loop: one closed lane per direction (test_plan_on_a_loop), a slow build
+        if r.town == "Town04" or r.map:
+            continue  # Town04: one closed lane per direction (test_plan_on_a_loop), a slow build; file maps: below
         plan = plan_route(load_town(r.town).network, r)
         assert plan.length_m == pytest.approx(r.length_m, abs=0.5)
         steps = np.linalg.norm(np.diff(plan.points, axis=0), axis=1)
@@ -147,3 +147,19 @@ def test_navigator_takes_the_planned_turn() -> None:
     finally:
         backend.close()
     assert visited == [12, 84, 28]
+
+
+def test_the_sbend_map_is_the_generators_and_closes() -> None:
+    """routes/maps/sbend_highway.xodr is what scripts/make_sbend_map.py writes: a loop that closes, halves far apart."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_sbend_map", REPO / "scripts" / "make_sbend_map.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text, clearance = mod.document()  # raises if the second half does not end where the first began
+    assert clearance > 100.0
+    assert text == (REPO / "routes" / "maps" / "sbend_highway.xodr").read_text()
+    sbends = [r for r in load_routes(REPO / "routes") if r.map and r.map.endswith("sbend_highway.xodr")]
+    assert {r.name for r in sbends} == {"sbend_highway", "sbend_night_rain"} and all(
+        r.road == "highway" for r in sbends
+    )

@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from harness.drive.suite import ORACLE, Task, ray_available, run_tasks
+from harness.drive.sweep import JOURNAL, run_sweep, write_parquet
 
 
 def _routes(tmp_path: Path) -> list[str]:
@@ -85,3 +87,64 @@ def test_cli_writes_the_table_and_refuses_to_overwrite(tmp_path: Path, capsys: p
     capsys.readouterr()
     assert main(argv) == 1
     assert "already holds a run" in capsys.readouterr().err
+    # --resume: the journal already holds the one episode, so nothing runs again and the table is the same
+    assert main([*argv, "--resume"]) == 0
+    again = json.loads((out / "drive.json").read_text())
+    assert again["skipped_as_finished"] == 1 and again["models"] == doc["models"]
+    assert pq.read_table(out / "episodes.parquet").column("driving_score").to_pylist() == [100.0]
+
+
+def _flaky(fails: dict[int, int], calls: list[int]):
+    """A stand-in episode runner: task i raises its first fails[i] times, else a row with its index."""
+
+    def run(task: Task, settings: object = None) -> dict:
+        calls.append(task.index)
+        if calls.count(task.index) <= fails.get(task.index, 0):
+            raise RuntimeError(f"simulator lost (task {task.index})\nsecond line")
+        return {
+            "index": task.index,
+            "model": "m",
+            "route": "r",
+            "driving_score": 50.0 + task.index,
+            "events": [{"k": 1}],
+        }
+
+    return run
+
+
+def test_a_failed_episode_is_retried_once_then_reported_and_the_sweep_goes_on() -> None:
+    tasks = [Task(i, "m.pth", f"r{i}.toml", 0.0) for i in range(3)]
+    calls: list[int] = []
+    rows = run_tasks(tasks, use_ray=False, runner=_flaky({0: 1, 1: 5}, calls))
+    assert sorted(calls) == [0, 0, 1, 1, 2]  # 0 fails once and passes; 1 fails twice: never a third try
+    assert rows[0]["status"] == "ok" and rows[0]["attempts"] == 2 and rows[2]["attempts"] == 1
+    assert rows[1]["status"] == "failed" and rows[1]["error"] == "RuntimeError: simulator lost (task 1)"
+    assert rows[1]["route"] == "r1" and rows[1]["model"] == "m"
+
+
+def test_resume_runs_only_what_the_journal_lacks(tmp_path: Path) -> None:
+    tasks = [Task(i, "m.pth", f"r{i}.toml", 10.0 * i) for i in range(3)]
+
+    def execute(calls: list[int], fails: dict[int, int]):
+        return lambda todo, **kw: run_tasks(todo, use_ray=False, runner=_flaky(fails, calls), **kw)
+
+    first: list[int] = []
+    rows, skipped = run_sweep(tasks, tmp_path, execute=execute(first, {2: 9}))
+    assert skipped == 0 and [r.get("status") for r in rows] == ["ok", "ok", "failed"]
+    with open(tmp_path / JOURNAL, "a") as f:
+        f.write('{"key": "torn by a cras')  # a crash mid-line: ignored on resume
+    second: list[int] = []
+    rows2, skipped2 = run_sweep(tasks, tmp_path, resume=True, execute=execute(second, {}))
+    assert skipped2 == 2 and second == [2]  # only the failed episode runs again
+    assert [r["driving_score"] for r in rows2] == [50.0, 51.0, 52.0] and [r["index"] for r in rows2] == [0, 1, 2]
+    # a changed latency is another episode: not skipped
+    third: list[int] = []
+    moved = [dataclasses.replace(t, latency_ms=t.latency_ms + 1) if t.index == 0 else t for t in tasks]
+    run_sweep(moved, tmp_path, resume=True, execute=execute(third, {}))
+    assert third == [0]
+    write_parquet(tmp_path / "e.parquet", rows + rows2)
+    table = pq.read_table(tmp_path / "e.parquet")
+    assert table.num_rows == 6 and table.column("status").to_pylist()[2] == "failed"
+    assert (
+        table.column("driving_score").to_pylist()[2] is None and table.column("events").to_pylist()[0] == '[{"k": 1}]'
+    )

@@ -6,6 +6,7 @@ python -m harness.drive --model unet_qat.pth --model oracle --routes routes/
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -19,7 +20,8 @@ from typing import Any
 from harness.drive.suite import REPO, SuiteError, Task, model_name, resolve_model
 
 DEFAULT_ROUTES = REPO / "routes"
-OUT_FILES = ("drive.json", "episodes.csv", "report.md")
+OUT_FILES = ("drive.json", "episodes.csv", "episodes.parquet", "episodes.jsonl", "report.md")
+SWEEP_META = "sweep.json"  # the latencies a sweep started with: a resume states them again
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--routes routes/ --workers 2\n"
             "  python -m harness.drive --model unet_qat.pth --latency-ms unet_qat=22 --added-latency-ms 50 --routes "
             "routes/highway_curves.toml\n"
+            "  python -m harness.drive --model unet_qat.pth --routes routes/ --out results/s --resume  # finish it\n"
             "\n"
             "'oracle' is the true mask of each frame at 0 ms (the ceiling). Latencies are measured once per model\n"
             "before the sweep (median of 30 runs, this process, --threads) and stated to every episode, so the\n"
@@ -64,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (ray://host:port); default: a local Ray")
     p.add_argument("--out", help="run folder (default results/drive_<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an existing run folder")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="rerun into an existing --out: skip the episodes its journal (episodes.jsonl) holds, at its latencies",
+    )
     p.add_argument("--no-progress", action="store_true", help="no per-episode lines on stderr")
     p.add_argument("--debug", action="store_true", help="tracebacks")
     return p
@@ -124,7 +132,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from harness.drive.plan import plan_route
     from harness.drive.route import load_routes
     from harness.drive.score import Rules
-    from harness.drive.suite import measure_latency, run_tasks, stderr_progress
+    from harness.drive.suite import measure_latency
+    from harness.drive.sweep import PARQUET, Journal, SweepProgress, run_sweep, task_key, write_parquet
     from harness.drive.table import overall_markdown, routes_markdown, write_csv
     from harness.outputs import write_json
     from sim.embedded.town import load_town
@@ -153,15 +162,24 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
             plan_route(load_town(r.town).network, r)
     out = Path(args.out) if args.out else REPO / "results" / f"drive_{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     taken = [f for f in OUT_FILES if (out / f).exists()]
-    if taken and not args.overwrite:
-        raise SuiteError(f"{out} already holds a run ({', '.join(taken)}) (pass --overwrite or choose another --out)")
+    if taken and not (args.overwrite or args.resume):
+        raise SuiteError(
+            f"{out} already holds a run ({', '.join(taken)}) (pass --resume to finish it, --overwrite, or other --out)"
+        )
+    if args.resume and args.overwrite:
+        raise SuiteError("--resume and --overwrite contradict each other (choose one)")
     out.mkdir(parents=True, exist_ok=True)
+    before: dict[str, float] = {}
+    if args.resume and (out / SWEEP_META).is_file():
+        before = json.loads((out / SWEEP_META).read_text(encoding="utf-8")).get("base_latency_ms", {})
     machine = _machine()
     latency: dict[str, float] = {}
     measured: dict[str, float] = {}
     for spec, name in zip(specs, names, strict=True):
         if name in stated:
             latency[name] = stated[name]
+        elif name in before:  # a resume: the latencies of the finished episodes, so their keys match
+            latency[name] = float(before[name])
         else:
             if not args.no_progress and spec != "oracle":
                 print(f"measuring {name} ({args.threads} thread(s)) ...", file=sys.stderr)
@@ -169,6 +187,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                 spec, str(by_name[routes[0].name]), args.threads, args.runtime, together=tuple(specs)
             )
             latency[name] = measured[name]
+    write_json(out / SWEEP_META, {"base_latency_ms": dict(latency)})
+    for name in latency:
         latency[name] += args.added_latency_ms
     tasks = [
         Task(i, spec, str(by_name[r.name]), latency[name], args.seed, args.threads, args.runtime, tuple(specs))
@@ -177,10 +197,19 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     settings = EpisodeSettings(rules=Rules(blame_navigator=args.blame_navigator), realtime=not args.no_realtime)
     use_ray = {"auto": None, "on": True, "off": False}[args.ray]
     t0 = time.perf_counter()
-    rows = run_tasks(
-        tasks, args.workers, use_ray, args.address, settings, None if args.no_progress else stderr_progress
-    )
+    finished = Journal(out).load() if args.resume else {}
+    n_skip = sum(task_key(t, settings) in finished for t in tasks)
+    prog = None if args.no_progress else SweepProgress(len(tasks), n_skip)
+    if prog is not None and n_skip:
+        print(f"resuming: {n_skip} of {len(tasks)} episodes already finished in {out}", file=sys.stderr)
+    every, skipped = run_sweep(
+        tasks, out, settings, resume=args.resume, progress=prog,
+        workers=args.workers, use_ray=use_ray, address=args.address,
+    )  # fmt: skip
     wall = time.perf_counter() - t0
+    write_parquet(out / PARQUET, every)
+    rows = [r for r in every if r.get("status", "ok") != "failed"]
+    failed = [r for r in every if r.get("status") == "failed"]
     command = "python -m harness.drive " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     overall, per_route = overall_markdown(rows), routes_markdown(rows)
     from harness.drive.table import per_model
@@ -200,19 +229,25 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "tasks": [asdict(t) for t in tasks],
         "models": per_model(rows),
         "episodes": rows,
+        "failed": failed,
+        "skipped_as_finished": skipped,
     }
     write_json(out / "drive.json", doc)
     write_csv(out / "episodes.csv", rows)
     load = machine["load_avg_1_5_15"][0]
     report = (
         f"# Driving benchmark\n\n`{command}`\n\n{machine['cpu']}; load average {load:.1f} at the start; "
-        f"{len(rows)} episodes in {wall:.0f} s, {args.workers} worker(s).\n\n"
-        f"## Overall\n\n{overall}\n\n## Per route\n\n{per_route}\n"
+        f"{len(rows)} episodes in {wall:.0f} s, {args.workers} worker(s)"
+        f"{f' ({skipped} finished before, from the journal)' if skipped else ''}.\n\n"
+        + "".join(f"**failed (twice)**: {r['model']} on {r['route']}: {r['error']}\n\n" for r in failed)
+        + f"## Overall\n\n{overall}\n\n## Per route\n\n{per_route}\n"
     )
     (out / "report.md").write_text(report, encoding="utf-8")
     print(overall)
+    for r in failed:
+        print(f"failed twice: {r['model']} on {r['route']}: {r['error']}", file=sys.stderr)
     print(f"results in {out}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

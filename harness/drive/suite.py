@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -132,6 +131,32 @@ def measure_latency(
     return float(statistics.median(ms))
 
 
+def failed_row(task: Task, error: BaseException) -> dict[str, Any]:
+    """The row of an episode that failed twice: who, where, and the error in one line."""
+    msg = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    return {"index": task.index, "model": model_name(task.model), "route": Path(task.route).stem, "status": "failed",
+            "error": msg, "seed": task.seed, "latency_ms": task.latency_ms}  # fmt: skip
+
+
+def with_retry(runner: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """`runner` tried twice; a second failure is a failed row instead of an exception (the sweep goes on)."""
+
+    def run(task: Task, settings: Any = None) -> dict[str, Any]:
+        for attempt in (1, 2):
+            try:
+                row = runner(task, settings)
+            except Exception as e:  # noqa: BLE001 - any episode error is retried once, then reported
+                if attempt == 2:
+                    return failed_row(task, e)
+                log.warning("episode %d (%s on %s) failed, retrying once: %s", task.index, task.model, task.route, e)
+                continue
+            row["status"], row["attempts"] = "ok", attempt
+            return row
+        raise AssertionError("unreachable")
+
+    return run
+
+
 # ------------------------------------------------------------------------------ the sweep
 def ray_available() -> bool:
     """Whether Ray is installed, without importing it (importing Ray into a process that has
@@ -146,29 +171,46 @@ def run_tasks(
     address: str | None = None,
     settings: Any = None,
     progress: Callable[[dict[str, Any], int, int], None] | None = None,
+    runner: Callable[..., dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every task's row, in task order. `use_ray`: None = Ray when installed and workers > 1."""
+    """Every task's row, in task order. `use_ray`: None = Ray when installed and workers > 1.
+
+    Each episode is tried twice (`with_retry`; on Ray a dead worker's task is also resubmitted
+    once); one that fails both times gives a row with `status = "failed"`, and the rest go on.
+    """
     if use_ray is None:
         use_ray = workers > 1 and ray_available()
     if use_ray and not ray_available():
         raise SuiteError("Ray is not installed (pip install 'laneloop[ray]', or run with --workers 1)")
     if workers > 1 and not use_ray:
         log.warning("Ray is not installed: running the %d episodes in this process, one at a time", len(tasks))
-    rows = _run_ray(tasks, workers, address, settings, progress) if use_ray else _run_here(tasks, settings, progress)
+    run = with_retry(runner or run_task)
+    rows = (
+        _run_ray(tasks, workers, address, settings, progress, run)
+        if use_ray
+        else _run_here(tasks, settings, progress, run)
+    )
     return sorted(rows, key=lambda r: r["index"])
 
 
-def _run_here(tasks: list[Task], settings: Any, progress: Any) -> list[dict[str, Any]]:
+def _run_here(
+    tasks: list[Task], settings: Any, progress: Any, run: Callable[..., dict[str, Any]]
+) -> list[dict[str, Any]]:
     rows = []
     for t in tasks:
-        rows.append(run_task(t, settings))
+        rows.append(run(t, settings))
         if progress is not None:
             progress(rows[-1], len(rows), len(tasks))
     return rows
 
 
 def _run_ray(
-    tasks: list[Task], workers: int, address: str | None, settings: Any, progress: Any
+    tasks: list[Task],
+    workers: int,
+    address: str | None,
+    settings: Any,
+    progress: Any,
+    run: Callable[..., dict[str, Any]],
 ) -> list[dict[str, Any]]:
     import os
 
@@ -183,12 +225,18 @@ def _run_ray(
         else:
             ray.init(num_cpus=workers, **kw)
     try:
-        remote = ray.remote(num_cpus=1, max_retries=1)(run_task)
-        pending = [remote.remote(t, settings) for t in tasks]
+        remote = ray.remote(num_cpus=1, max_retries=1)(run)
+        of = {}
+        for t in tasks:
+            of[remote.remote(t, settings)] = t
+        pending = list(of)
         rows: list[dict[str, Any]] = []
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            rows.append(ray.get(done[0]))
+            try:
+                rows.append(ray.get(done[0]))
+            except Exception as e:  # noqa: BLE001 - the worker died twice: report the episode, go on
+                rows.append(failed_row(of[done[0]], e))
             if progress is not None:
                 progress(rows[-1], len(rows), len(tasks))
         return rows
@@ -201,12 +249,7 @@ def task_dict(t: Task) -> dict[str, Any]:
     return asdict(t)
 
 
-def stderr_progress(row: dict[str, Any], done: int, total: int) -> None:
-    print(
-        f"[{done}/{total}] {row['model']} on {row['route']}: DS {row['driving_score']:.1f}, "
-        f"RC {row['route_completion']:.1f} %, {row['end']} ({row['wall_s']:.0f} s)",
-        file=sys.stderr,
-    )
-
-
-__all__ = ["ORACLE", "SuiteError", "Task", "measure_latency", "ray_available", "resolve_model", "run_task", "run_tasks"]
+__all__ = [
+    "ORACLE", "SuiteError", "Task", "failed_row", "measure_latency", "ray_available", "resolve_model", "run_task",
+    "run_tasks", "with_retry",
+]  # fmt: skip

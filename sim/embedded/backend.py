@@ -51,7 +51,7 @@ class EmbeddedBackend(BackendBase):
         self.seed = scenario.seed if seed is None else int(seed)
         rng = np.random.default_rng([self.seed, 1])
         net = self.town.network
-        self.traffic = Traffic(net, np.random.default_rng([self.seed, 2]), first_come=scenario.map is not None)
+        self.traffic = Traffic(net, np.random.default_rng([self.seed, 2]))
         spawns = net.spawn_points
         k = scenario.ego_spawn if scenario.ego_spawn is not None else int(rng.integers(len(spawns)))
         lane, s = spawns[k % len(spawns)]

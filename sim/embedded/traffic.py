@@ -58,11 +58,14 @@ def idm(v: float, v0: float, gap: float, dv: float) -> float:
 class Traffic:
     """All vehicles of an episode. Index 0 is the ego."""
 
-    def __init__(self, net: RoadNetwork, rng: np.random.Generator, first_come: bool = False):
+    def __init__(self, net: RoadNetwork, rng: np.random.Generator, first_come: bool = True):
         self.net = net
         self.rng = rng
-        # first_come: also yield to a car from another lane that reaches the junction first
-        # (maps from files have short approach lanes where two cars can commit together).
+        # first_come: also yield to a car from another lane that reaches the junction first,
+        # and do not enter without room after it. A hold alone is taken only on entering, too
+        # late: two cars from different lanes that reach the stop lines together both commit
+        # (on every map; procedural towns crashed into the ego inside junctions without it).
+        # False is the old rule, kept for A/B measurements (benchmarks/traffic_safety.py).
         self.first_come = first_come
         self._approaching: dict | None = None
         self.vehicles: list[Vehicle] = []
