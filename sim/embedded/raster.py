@@ -16,6 +16,7 @@ from sim import tags
 from sim.embedded.roadnet import Marking, RoadNetwork
 
 GRASS, ASPHALT, WHITE, YELLOW, CONCRETE, CURB, DIRT, PATCH = range(8)
+TAR, TRACK = 8, 9  # road surface details of the `real` look only (sim/embedded/real_ground.py)
 MATERIAL_TAG = {
     GRASS: tags.TERRAIN,
     ASPHALT: tags.ROAD,
@@ -25,6 +26,8 @@ MATERIAL_TAG = {
     CURB: tags.SIDEWALK,
     DIRT: tags.GROUND,
     PATCH: tags.ROAD,
+    TAR: tags.ROAD,
+    TRACK: tags.ROAD,
 }
 SHIFT = 2  # sub-pixel bits for OpenCV drawing
 # Tag of every material byte: the painter always writes a tag and its material together, so a
