@@ -60,7 +60,9 @@ class EmbeddedBackend(BackendBase):
         lane, s = spawns[k % len(spawns)]
         ego = self.traffic.add(lane, s, scenario.target_speed)
         ego.v = 0.0
-        self._spawn_npcs(rng, scenario.npc_vehicles, scenario.target_speed)
+        self.look = make_look(scenario.look, self.seed, scenario.randomize, scenario.cameras[0])
+        npcs = scenario.npc_vehicles if self.look is None else int(round(scenario.npc_vehicles * self.look.traffic))
+        self._spawn_npcs(rng, npcs, scenario.target_speed)
         self.frame = 0
         self.sim_time = 0.0
         self.distance = 0.0
@@ -181,13 +183,13 @@ class EmbeddedBackend(BackendBase):
     def _set_look(self, scenario: Scenario) -> None:
         """Renderers for the episode's look; the default look renders the town's own raster."""
         town = self.town
-        self.look = make_look(scenario.look, self.seed, scenario.randomize, scenario.cameras[0])
         self.scenery = town.scenery
         ground = town.ground
         if self.look is not None:
             ground = real_ground(town.ground, town.network, town.scenery, self.look)
             extra = real_props.barriers(town.network, town.recipe.sidewalk if town.recipe else 0.0, self.look)
-            self.scenery = Scenery(real_props.concat(town.scenery.boxes, extra), town.scenery.spheres)
+            boxes = real_props.concat(town.scenery.boxes, extra)
+            self.scenery = Scenery(boxes, town.scenery.spheres, real_props.street_lamps(town.scenery.boxes))
         self._renderers = {}
         for cam in scenario.cameras:
             spec = self.look.camera(cam) if self.look is not None and scenario.randomize else cam

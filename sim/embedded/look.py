@@ -44,6 +44,9 @@ class Look:
     blur: float = 0.6  # Gaussian blur sigma [px] (0 = sharp)
     vignette: float = 0.25
     jpeg_quality: int = 70  # 0 = no JPEG round trip
+    night_exposure: float = 2.2  # auto-exposure gain of a camera at night
+    hood: float = 0.0  # share of the image height the ego's bonnet covers at the bottom (0 = none)
+    traffic: float = 1.0  # multiplier of the scenario's traffic vehicles
     cam_fov_deg: float = 90.0
     cam_pitch_deg: float = -10.0
     cam_z: float = 1.6
@@ -74,7 +77,7 @@ def make_look(name: str, seed: int, randomize: bool, spec: CameraSpec) -> Look |
         return base
     rng = np.random.default_rng([int(seed), 19])
     u = rng.uniform
-    grey = u(55, 135)
+    grey = u(55, 175)  # dark asphalt to pale concrete
     tint = u(-5, 5, 3)
     fov = u(48, 95)
     f = spec.width / (2 * math.tan(math.radians(fov) / 2))
@@ -97,10 +100,13 @@ def make_look(name: str, seed: int, randomize: bool, spec: CameraSpec) -> Look |
         horizon=str(rng.choice(["hills", "skyline", "trees"])),
         exposure=float(u(0.7, 1.35)),
         gamma=float(u(0.8, 1.25)),
-        noise=float(u(0.0, 7.0)),
+        noise=float(u(0.0, 5.0)),
         blur=float(u(0.0, 1.3)),
         vignette=float(u(0.0, 0.45)),
         jpeg_quality=int(rng.choice([0, 40, 60, 80, 95])),
+        night_exposure=float(u(1.6, 3.2)),
+        hood=float(u(0.06, 0.2)) if rng.random() < 0.4 else 0.0,
+        traffic=float(u(0.8, 2.5)),
         cam_fov_deg=float(fov),
         cam_pitch_deg=float(pitch),
         cam_z=float(u(1.25, 2.1)),

@@ -109,7 +109,7 @@ def vehicle_shadows(img: np.ndarray, dyn: Boxes, r_wc, c, f: float, v0: int, lt)
 
 
 def lamp_items(r, lamps: Boxes, r_wc, c) -> list:
-    """Painter items of the lamps (first half rear, second half front); emissive at night."""
+    """Painter items of lamps (vehicle lights, street lamps); emissive (their own colour) at night."""
     d = lamps.xy - c[:2]
     dist = np.hypot(d[:, 0], d[:, 1])
     fwd = r_wc[2, :2]
@@ -118,11 +118,10 @@ def lamp_items(r, lamps: Boxes, r_wc, c) -> list:
         return []
     if not r.lt.night:
         return r._box_faces(lamps, keep, r_wc, c, dist[keep])
-    n = len(lamps.yaw) // 2
+    key = lamps.color[keep].astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
     out = []
-    for part in (keep[keep < n], keep[keep >= n]):
-        if not len(part):
-            continue
+    for k in np.unique(key):
+        part = keep[key == k]
         items = r._box_faces(lamps, part, r_wc, c, dist[part])
         rgb = lamps.color[part[0]]
         col = (int(rgb[0]), int(rgb[1]), int(rgb[2]), int(lamps.tag[part[0]]))
@@ -130,13 +129,28 @@ def lamp_items(r, lamps: Boxes, r_wc, c) -> list:
     return out
 
 
-class CameraEffects:
-    """Exposure and gamma, vignetting, blur, sensor noise and a JPEG round trip, seeded."""
+def hood(img: np.ndarray, look: Look, lt) -> None:
+    """The ego's bonnet across the bottom of the image (tagged Car, as CARLA tags the ego)."""
+    if look.hood <= 0.01:
+        return
+    h, w = img.shape[:2]
+    top = int(h * (1 - look.hood))
+    xs = np.linspace(0, w, 24)
+    ys = top + (h - top) * 0.6 * ((xs - w / 2) / (w / 2)) ** 2
+    poly = np.concatenate([np.stack([xs, ys], 1), [[w, h], [0, h]]]).astype(np.int32)
+    shade = 0.35 if lt.night else 1.0
+    col = np.array([42, 44, 48.0]) * shade * lt.light.mean() / max(lt.light.max(), 1e-3)
+    cv2.fillPoly(img, [poly], (int(col[0]), int(col[1]), int(col[2]), tags.CAR))
 
-    def __init__(self, look: Look, h: int, w: int, seed: int):
+
+class CameraEffects:
+    """Exposure and gamma (auto-exposure at night), vignetting, blur, sensor noise, JPEG, seeded."""
+
+    def __init__(self, look: Look, h: int, w: int, seed: int, night: bool = False):
         self.look = look
         x = np.arange(256) / 255.0
-        self.tone = np.clip(255 * np.power(np.clip(x * look.exposure, 0, 1), look.gamma), 0, 255).astype(np.uint8)
+        gain = look.exposure * (look.night_exposure if night else 1.0)
+        self.tone = np.clip(255 * np.power(np.clip(x * gain, 0, 1), look.gamma), 0, 255).astype(np.uint8)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         r2 = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2
         vig = np.clip(1 - look.vignette * r2 / 2, 0, 1) * 255
@@ -154,7 +168,8 @@ class CameraEffects:
         if self.vig is not None:
             rgb = cv2.multiply(rgb, self.vig, scale=1 / 255)
         if lk.blur > 0.15:
-            rgb = cv2.GaussianBlur(rgb, (0, 0), lk.blur)
+            k = 3 if lk.blur < 0.8 else 5  # a small kernel: the blur is sub-pixel to 1.3 px
+            rgb = cv2.GaussianBlur(rgb, (k, k), lk.blur)
         if self.noise:
             pos, neg = self.noise[frame % len(self.noise)]
             rgb = cv2.subtract(cv2.add(rgb, pos), neg)

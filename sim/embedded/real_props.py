@@ -66,8 +66,8 @@ def barriers(net: RoadNetwork, sidewalk: float, look: Look) -> Boxes:
             lat = side * (rd.half_width + (sidewalk + 0.35 if sidewalk > 0 else rng.uniform(0.5, 1.5)))
             line = offset(c, lat, rd.closed)
             grey = rng.uniform(0.8, 1.15)
-            for k in range(0, len(c) - 1, 3):
-                j = min(k + 3, len(c) - 1)
+            for n_seg, k in enumerate(range(0, len(c) - 1, 5)):
+                j = min(k + 5, len(c) - 1)
                 if not (keep[k] and keep[j]):
                     continue
                 a, b = line[k], line[j]
@@ -85,12 +85,27 @@ def barriers(net: RoadNetwork, sidewalk: float, look: Look) -> Boxes:
                             tags.GUARD_RAIL,
                         )
                     )
-                    rows.append((a, yaw, (0.12, 0.12, 0.7), 0.0, (95, 95, 100), tags.GUARD_RAIL))
+                    if n_seg % 2 == 0:
+                        rows.append((a, yaw, (0.12, 0.12, 0.7), 0.0, (95, 95, 100), tags.GUARD_RAIL))
                 else:  # concrete barrier
                     rows.append(
                         (mid, yaw, (ln, 0.45, 0.82), 0.0, np.clip(np.array([172, 168, 158]) * grey, 0, 255), tags.WALL)
                     )
     return Boxes.from_rows(rows)
+
+
+def street_lamps(boxes: Boxes) -> Boxes:
+    """A lamp head on every tall pole (emissive at night: sim/embedded/real_look.lamp_items)."""
+    i = np.nonzero((boxes.tag == tags.POLE) & (boxes.size[:, 2] > 5.0))[0]
+    n = len(i)
+    return Boxes(
+        boxes.xy[i],
+        boxes.yaw[i],
+        np.tile([0.7, 0.5, 0.25], (n, 1)),
+        boxes.z0[i] + boxes.size[i, 2] - 0.2,
+        np.tile(np.array([255, 196, 110], np.uint8), (n, 1)),
+        np.full(n, tags.POLE, np.uint8),
+    )
 
 
 def detail_vehicles(dyn: Boxes, look: Look, night: bool) -> tuple[Boxes, Boxes]:

@@ -169,7 +169,7 @@ class CameraRenderer:
         bg[: self.v0, :, 3] = tags.SKY
         if self.look is not None:
             real_look.horizon(bg, self.v0, self.look, lt, self._seed)
-            self.post = real_look.CameraEffects(self.look, h, wd, self._seed)
+            self.post = real_look.CameraEffects(self.look, h, wd, self._seed, lt.night)
         self.background = bg
         # Ground: per-pixel fog and light (headlights at night), quantised into lighting classes
         # so that a frame's ground colour is one table look-up of (class, material byte).
@@ -221,8 +221,12 @@ class CameraRenderer:
         lamps = None
         if self.look is not None:
             dynamic, lamps = real_props.detail_vehicles(dynamic, self.look, self.lt.night)
+            if self.lt.night and scenery.lamps is not None:
+                lamps = real_props.concat(lamps, scenery.lamps)
             real_look.vehicle_shadows(img, dynamic, r_wc, c, self.f, self.v0, self.lt)
         self._objects(img, r_wc, c, scenery, dynamic, lamps)
+        if self.look is not None:
+            real_look.hood(img, self.look, self.lt)
         rgb = cv2.cvtColor(img, cv2.COLOR_RGBA2RGB)  # OpenCV splits channels far faster than numpy
         if self.rain_layers:
             rgb = cv2.add(rgb, self.rain_layers[frame % len(self.rain_layers)])
