@@ -84,18 +84,21 @@ def horizon(bg: np.ndarray, v0: int, look: Look, lt, seed: int) -> None:
 
 
 def vehicle_shadows(img: np.ndarray, dyn: Boxes, r_wc, c, f: float, v0: int, lt) -> None:
-    """Darken the ground under every vehicle (RGB only: the 4th channel is multiplied by 1)."""
+    """Darken the ground under every vehicle within 60 m (RGB only: the 4th channel is multiplied by 1)."""
     if not len(dyn.yaw) or lt.night:
         return
-    low = np.nonzero(dyn.z0 < 0.05)[0]
+    d = dyn.xy - c[:2]
+    low = np.nonzero((dyn.z0 < 0.05) & (np.abs(d[:, 0]) + np.abs(d[:, 1]) < 60.0) & (d @ r_wc[2, :2] > 0))[0]
     if not len(low):
         return
     h, w = img.shape[:2]
-    world, _, _ = dyn.geometry()
-    foot = world[low][:, :4].copy()  # bottom corners
-    ctr = foot.mean(1, keepdims=True)
-    foot[..., :2] = ctr[..., :2] + (foot[..., :2] - ctr[..., :2]) * 1.12
-    foot[..., 2] = 0.0
+    cy, sy = np.cos(dyn.yaw[low]), np.sin(dyn.yaw[low])
+    hl, hw = dyn.size[low, 0] * 0.56, dyn.size[low, 1] * 0.56
+    sx = np.array([1, -1, -1, 1.0])
+    sw = np.array([1, 1, -1, -1.0])
+    fx = dyn.xy[low, 0:1] + hl[:, None] * sx * cy[:, None] - hw[:, None] * sw * sy[:, None]
+    fy = dyn.xy[low, 1:2] + hl[:, None] * sx * sy[:, None] + hw[:, None] * sw * cy[:, None]
+    foot = np.stack([fx, fy, np.zeros_like(fx)], -1)  # (n, 4, 3) ground corners, a little outside the body
     cam = (foot - c) @ r_wc.T
     ok = (cam[..., 2] > 0.5).all(1)
     if not ok.any():
@@ -113,7 +116,7 @@ def lamp_items(r, lamps: Boxes, r_wc, c) -> list:
     d = lamps.xy - c[:2]
     dist = np.hypot(d[:, 0], d[:, 1])
     fwd = r_wc[2, :2]
-    keep = np.nonzero((dist < 90.0) & (d @ fwd > 0))[0]
+    keep = np.nonzero((dist < (90.0 if r.lt.night else 40.0)) & (d @ fwd > 0))[0]  # small: only near ones show
     if not len(keep):
         return []
     if not r.lt.night:
