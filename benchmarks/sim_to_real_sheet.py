@@ -7,6 +7,10 @@ One band per source: the real TuSimple and CULane dev frames (imported at 160x32
 temporary folder, never into the project), then each `--sim` recording. Each band is a row of
 `--cols` frames and under it the same frames with their RoadLine / lane label in green, so the
 eye compares look and labels alike. Frames are spread evenly over a recording.
+
+The real frames may not be redistributed (../shared/data/README.md): write a sheet with them
+to results/, never into the project; `--no-real` writes the simulated bands alone (the
+committed docs/sim_to_real_sheet.png).
 """
 
 from __future__ import annotations
@@ -54,9 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sim", action="append", default=[], metavar="DIR", help="a simulator recording (repeatable)")
     p.add_argument("--cols", type=int, default=4, help="frames per band (default 4)")
     p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--no-real", action="store_true", help="only the simulated bands (a sheet to commit)")
     args = p.parse_args(argv)
     root = dev_root()
-    if root is None:
+    if args.no_real and not args.sim:
+        print("error: --no-real needs at least one --sim recording")
+        return 1
+    if root is None and not args.no_real:
         print(f"error: no real dev frames (../shared/data/real-lanes-dev beside the project, or ${DEV_ENV})")
         return 1
     for d in args.sim:
@@ -65,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     bands = []
     with tempfile.TemporaryDirectory(prefix="laneloop-sheet-") as tmp:
-        dev = import_dev_sets(Path(tmp), root, SIZE)
+        dev = {} if args.no_real else import_dev_sets(Path(tmp), root, SIZE)
         names = {"tusimple": "real: TuSimple highway, day", "culane": "real: CULane night"}
         for k, v in dev.items():
             bands.append(band(Path(v), args.cols, names.get(k, k)))
