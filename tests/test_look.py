@@ -65,6 +65,15 @@ def test_real_ground_tags_follow_the_paint_left():
     assert ((tag == tags.ROAD_LINE) <= (town.ground.data[..., 0] == tags.ROAD_LINE)).all()  # wear only removes
 
 
+def test_repainted_dashes_keep_tags_and_materials_together():
+    town = load_town("Town01")
+    lk = replace(make_look("real", 0, False, CAM), paint_wear=0.0, dash_m=6.0, dash_period_m=18.0, paint_width_k=1.5)
+    g = real_ground(town.ground, town.network, town.scenery, lk)
+    assert np.array_equal(rmat.TAG_OF_BYTE[g.data[..., 1]], g.data[..., 0])
+    before = int((town.ground.data[..., 0] == tags.ROAD_LINE).sum())
+    assert int((g.data[..., 0] == tags.ROAD_LINE).sum()) > 1.2 * before  # wider lines, longer dashes
+
+
 def test_real_look_is_deterministic_and_labels_only_lose_paint():
     base = Scenario(town="Town01", seed=4, cameras=(CAM,), npc_vehicles=6, weathers=(Weather.preset("ClearNoon"),))
     plain, knobs = frames(base)

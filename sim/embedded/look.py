@@ -32,6 +32,9 @@ class Look:
     yellow_rgb: tuple[float, float, float] = (206.0, 170.0, 62.0)
     paint_contrast: float = 0.8  # 1 = fresh paint, 0 = the colour of the road
     paint_wear: float = 0.25  # share of paint worn off (the label follows the paint left)
+    dash_m: float = 3.0  # dash length of broken lines [m] (US 3 m / 12 m period, EU 3-6 m / 9-18 m)
+    dash_period_m: float = 9.0  # (the defaults are the towns' own pattern: no repaint)
+    paint_width_k: float = 1.0  # marking widths times this (0.10-0.30 m lines)
     seams: float = 1.0  # tar seams and crack density (x per 100 m of road)
     tracks: float = 0.5  # tyre-track polish contrast, 0..1
     shadows: float = 1.0  # 0 = none; shadows of trees, poles and buildings across the road
@@ -92,6 +95,8 @@ def make_look(name: str, seed: int, randomize: bool, spec: CameraSpec) -> Look |
         yellow_rgb=(u(180, 235), u(140, 190), u(30, 90)),
         paint_contrast=float(u(0.35, 1.0)),
         paint_wear=float(u(0.0, 0.55)),
+        **_dashes(rng),
+        paint_width_k=float(u(0.7, 1.6)),
         seams=float(u(0.0, 2.5)),
         tracks=float(u(0.0, 1.0)),
         shadows=float(u(0.0, 1.0)),
@@ -112,3 +117,13 @@ def make_look(name: str, seed: int, randomize: bool, spec: CameraSpec) -> Look |
         cam_z=float(u(1.25, 2.1)),
         cam_yaw_deg=float(u(-3, 3)),
     )
+
+
+# Broken-line patterns (dash, period) [m]: US interstate 3/12, EU motorway 6/18 and 4.5/13.5,
+# EU urban 3/9 and 3/6, long-gap rural 3/15.
+DASH_PATTERNS = ((3.0, 12.0), (6.0, 18.0), (4.5, 13.5), (3.0, 9.0), (3.0, 6.0), (3.0, 15.0))
+
+
+def _dashes(rng: np.random.Generator) -> dict:
+    d, p = DASH_PATTERNS[int(rng.integers(len(DASH_PATTERNS)))]
+    return {"dash_m": d, "dash_period_m": p}

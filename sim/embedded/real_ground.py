@@ -33,6 +33,7 @@ def real_ground(g: rmat.GroundRaster, net: RoadNetwork, scenery: Scenery, look: 
     tag = g.data[..., 0].copy()
     mat = g.data[..., 1].copy()
     h, w = mat.shape
+    tag, mat = _repaint(g, net, tag, mat, look)
     kind = mat >> 4
     road = (kind == rmat.ASPHALT) | (kind == rmat.PATCH)
     paint = (kind == rmat.WHITE) | (kind == rmat.YELLOW)
@@ -87,6 +88,22 @@ def real_ground(g: rmat.GroundRaster, net: RoadNetwork, scenery: Scenery, look: 
         dark = shade > 0
         mat[dark] = _SHADOW[mat[dark]]
     return rmat.GroundRaster(np.ascontiguousarray(np.stack([tag, mat], -1)), g.res, g.xmin, g.ymax)
+
+
+def _repaint(g, net: RoadNetwork, tag: np.ndarray, mat: np.ndarray, look: Look):
+    """The markings again with the look's dash pattern and widths (paint off, then on)."""
+    if (look.dash_m, look.dash_period_m, look.paint_width_k) == (3.0, 9.0, 1.0):
+        return tag, mat
+    kind = mat >> 4
+    paint = (kind == rmat.WHITE) | (kind == rmat.YELLOW)
+    mat[paint] = rmat.ASPHALT * 16 + 8
+    tag[paint] = tags.ROAD
+    canvas = rmat.GroundRaster(np.stack([tag, mat], -1), g.res, g.xmin, g.ymax)
+    p = rmat._Painter(canvas)
+    closed = any(rd.closed for rd in net.roads)  # as paint_ground decides it
+    for m in net.markings:
+        p.marking(m, closed, look.dash_m, look.dash_period_m, look.paint_width_k)
+    return p.tag, p.mat
 
 
 def _px_of(g: rmat.GroundRaster):
