@@ -1,6 +1,7 @@
 """Embedded simulator speed and memory: steps/s at 320x160 and 640x320 with traffic, RSS drift.
 
     python benchmarks/bench_sim.py [--steps 2000] [--long 10000]
+    python benchmarks/bench_sim.py --looks default,real,real+randomize --steps 600 --long 0 --no-large
 
 Reports medians over the shipped scenarios; the simulator must never be the loop's bottleneck
 (targets: >= 200 steps/s at 320x160, >= 80 at 640x320, flat memory over 10,000 steps).
@@ -43,18 +44,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--long", type=int, default=10000, help="steps of the memory run (0 to skip)")
+    ap.add_argument(
+        "--looks",
+        default="default",
+        help="comma-separated renderer looks to time: default, real, real+randomize (docs/sim_to_real.md)",
+    )
+    ap.add_argument("--no-large", action="store_true", help="skip the 640x320 column")
     args = ap.parse_args()
+    looks = [lk.strip() for lk in args.looks.split(",") if lk.strip()]
+    bad = [lk for lk in looks if lk not in ("default", "real", "real+randomize")]
+    if bad:
+        ap.error(f"unknown look {bad[0]!r} (choose from default, real, real+randomize)")
     print(f"machine: {cpu_info().describe()}; python {platform.python_version()}")
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
-    print("| scenario | traffic | 320x160 steps/s (wall / CPU) | 640x320 steps/s (wall / CPU) |")
-    print("|---|---|---|---|")
+    print("| scenario | look | traffic | 320x160 steps/s (wall / CPU) | 640x320 steps/s (wall / CPU) |")
+    print("|---|---|---|---|---|")
     for name in list_scenarios():
-        sc = load_scenario(name)
-        small = replace(sc, cameras=(CameraSpec(width=320, height=160),))
-        large = replace(sc, cameras=(CameraSpec(width=640, height=320),))
-        s, s_cpu = steps_per_second(small, args.steps)
-        big, big_cpu = steps_per_second(large, args.steps // 2)
-        print(f"| {name} | {sc.npc_vehicles} NPCs | {s:.0f} / {s_cpu:.0f} | {big:.0f} / {big_cpu:.0f} |", flush=True)
+        for look in looks:
+            sc = load_scenario(name)
+            sc = replace(sc, look=look.split("+")[0], randomize=look.endswith("+randomize"))
+            small = replace(sc, cameras=(CameraSpec(width=320, height=160),))
+            large = replace(sc, cameras=(CameraSpec(width=640, height=320),))
+            s, s_cpu = steps_per_second(small, args.steps)
+            big = "-"
+            if not args.no_large:
+                b, b_cpu = steps_per_second(large, args.steps // 2)
+                big = f"{b:.0f} / {b_cpu:.0f}"
+            print(f"| {name} | {look} | {sc.npc_vehicles} NPCs | {s:.0f} / {s_cpu:.0f} | {big} |", flush=True)
     if args.long:
         proc = psutil.Process()
         sc = replace(load_scenario("town03_clear"), frames=None)

@@ -118,6 +118,7 @@ def record(
             scenario = episode_scenario(manifest, plan)
             t0 = time.perf_counter()
             obs = sim.reset(scenario, seed=plan.seed)
+            look = sim.look_record() if hasattr(sim, "look_record") else None
             result.reset_s += time.perf_counter() - t0
             if writer is None:  # the simulator accepted the plan: only now touch the folder
                 writer = DatasetWriter.create(out, manifest, overwrite=overwrite, **wkw)
@@ -137,7 +138,7 @@ def record(
                 lanes = None
                 if manifest.lane_instances is not None:
                     lanes = frame_lane_labels(sim, obs, float(manifest.lane_instances["range_m"]))
-                writer.add(plan.episode, frame, tick, obs, weather=weather, lanes=lanes)
+                writer.add(plan.episode, frame, tick, obs, weather=weather, lanes=lanes, look=look)
                 result.new_frames += 1
                 if bar is not None:
                     bar.update(1)
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  python collect/record.py --episodes 20 --episode-frames 200 --every 3 --weather cycle "
             "--out data/big\n"
             "  python collect/record.py --out data/big --resume        # finish a killed recording\n"
+            "  python collect/record.py --town Town05 --look real --randomize --out data/town05_real\n"
             "  python collect/record.py --backend carla --host 127.0.0.1 --port 2000 --town Town10HD "
             "--out data/carla10"
         ),
@@ -194,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--npc-vehicles", type=int, help="traffic vehicles (default: the scenario's)")
     g.add_argument("--seed", type=int, help="recording seed (default: the scenario's); episodes derive theirs")
+    g.add_argument(
+        "--look",
+        choices=("default", "real"),
+        help="embedded renderer's look: default (clean) or real (worn paint, seams, shadows, barriers, "
+        "camera effects; docs/sim_to_real.md); default: the scenario's",
+    )
+    g.add_argument(
+        "--randomize",
+        action="store_true",
+        help="domain randomization: each episode draws its look and camera mounting from its seed "
+        "(stored per frame in the index's `look` column)",
+    )
     g = p.add_argument_group("camera")
     g.add_argument("--width", type=int, help="image width [px] (default 320)")
     g.add_argument("--height", type=int, help="image height [px] (default 160)")
@@ -246,6 +260,12 @@ def _scenario_from_args(args: argparse.Namespace) -> Scenario:
         kw["map"] = None
     if args.map:
         kw["map"] = args.map
+    if args.look:
+        kw["look"] = args.look
+    if args.randomize:
+        kw["randomize"] = True
+    if (args.look not in (None, "default") or args.randomize) and args.backend != "embedded":
+        raise ValueError("--look and --randomize need the embedded backend (they change its renderer)")
     if args.npc_vehicles is not None:
         if args.npc_vehicles < 0:
             raise ValueError(f"--npc-vehicles must be >= 0, got {args.npc_vehicles}")

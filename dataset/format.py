@@ -204,6 +204,10 @@ INDEX_COLUMNS: tuple[str, ...] = tuple(INDEX_SCHEMA.names)
 #: Optional column of datasets whose manifest has `lane_instances`: per frame a JSON list of
 #: lanes, each the x of a lane boundary at the manifest's h_samples, -2 where absent (TuSimple's form).
 LANES_COLUMN = "lanes"
+#: Optional column of recordings with a look other than the default (sim/embedded/look.py): per
+#: frame a JSON object of the knobs that made it (colours, wear, camera mounting, effects).
+LOOK_COLUMN = "look"
+OPTIONAL_COLUMNS: tuple[str, ...] = (LANES_COLUMN, LOOK_COLUMN)
 
 
 def frame_lanes(row: dict[str, Any], n_rows: int, root: Path | str = "") -> list[np.ndarray]:
@@ -241,8 +245,9 @@ def tag_histogram(labels: np.ndarray) -> np.ndarray:
 def write_index(root: str | Path, rows: list[dict[str, Any]]) -> None:
     """Atomically replace the index with `rows` (each a dict of INDEX_COLUMNS)."""
     schema = INDEX_SCHEMA
-    if rows and LANES_COLUMN in rows[0]:
-        schema = schema.append(pa.field(LANES_COLUMN, pa.string()))
+    for col in OPTIONAL_COLUMNS:
+        if rows and col in rows[0]:
+            schema = schema.append(pa.field(col, pa.string()))
     table = pa.Table.from_pylist(rows, schema=schema)
     with atomic_output(Path(root) / INDEX_NAME, fsync=True) as tmp:
         pq.write_table(table, tmp, compression="zstd")
@@ -260,7 +265,7 @@ def read_index(root: str | Path) -> list[dict[str, Any]]:
     missing = [c for c in INDEX_COLUMNS if c not in table.column_names]
     if missing:
         raise DatasetError(f"{path}: index lacks column {missing[0]!r} (written by another tool?)")
-    extra = [LANES_COLUMN] if LANES_COLUMN in table.column_names else []
+    extra = [c for c in OPTIONAL_COLUMNS if c in table.column_names]
     return table.select(list(INDEX_COLUMNS) + extra).to_pylist()
 
 
@@ -330,6 +335,7 @@ __all__ = [
     "EpisodePlan",
     "FORMAT_VERSION",
     "LANES_COLUMN",
+    "LOOK_COLUMN",
     "INDEX_COLUMNS",
     "INDEX_NAME",
     "INDEX_SCHEMA",

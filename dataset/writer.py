@@ -26,6 +26,7 @@ from dataset.format import (
     INDEX_NAME,
     LABEL_DIR,
     LANES_COLUMN,
+    LOOK_COLUMN,
     MANIFEST_NAME,
     RGB_DIR,
     STATUS_COMPLETE,
@@ -62,6 +63,12 @@ class WriterTimes:
     write_s: float = 0.0
     index_s: float = 0.0
     wait_s: float = 0.0  # main thread blocked on a full queue
+
+
+def records_look(manifest: Manifest) -> bool:
+    """True when the recording's scenario asks for a non-default look (every row says its knobs)."""
+    sc = manifest.scenario or {}
+    return sc.get("look", "default") != "default" or bool(sc.get("randomize", False))
 
 
 def _encode_and_write(
@@ -168,9 +175,11 @@ class DatasetWriter:
         obs: Observation,
         weather: str | None = None,
         lanes: list[list[float]] | None = None,
+        look: dict | None = None,
     ) -> None:
         """Queue one frame (the first camera of `obs`); returns before the files are written.
-        `lanes`: its lane boundaries in TuSimple form (a dataset whose manifest has `lane_instances`)."""
+        `lanes`: its lane boundaries in TuSimple form (a dataset whose manifest has `lane_instances`).
+        `look`: the knobs of a non-default look (the backend's `look_record()`), stored per frame."""
         self._check_open()
         if (episode, frame) in self.done:
             return
@@ -208,6 +217,8 @@ class DatasetWriter:
         }
         if self.manifest.lane_instances is not None:
             row[LANES_COLUMN] = json.dumps(lanes if lanes is not None else [])
+        if records_look(self.manifest):
+            row[LOOK_COLUMN] = json.dumps(look if look is not None else {})
         # The backend may reuse its buffers on the next step: hand the pool copies.
         fut = self._pool.submit(
             _encode_and_write,

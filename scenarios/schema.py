@@ -34,6 +34,8 @@ class Scenario:
     target_speed: float = 8.0
     ego_spawn: int | None = None
     cameras: tuple[CameraSpec, ...] = (CameraSpec(),)
+    look: str = "default"  # embedded renderer: "default" (clean) or "real" (sim/embedded/look.py)
+    randomize: bool = False  # draw the look's knobs and the camera mounting from the seed
     description: str = ""
     source: str = field(default="", compare=False)
 
@@ -68,6 +70,8 @@ _TOP_KEYS = {
     "target_speed": float,
     "ego": dict,
     "camera": list,
+    "look": str,
+    "randomize": bool,
     "description": str,
 }
 _EGO_KEYS = {"spawn": (int, str)}
@@ -163,6 +167,8 @@ def scenario_from_dict(data: dict, where: str = "scenario") -> Scenario:
         raise _fail(where, f"key 'dt' must be between 0.005 and 0.5 s, got {kwargs['dt']}")
     if "map" in kwargs and not kwargs["map"].strip():
         raise _fail(where, "key 'map' is empty (give the path of an OpenDRIVE .xodr file)")
+    if kwargs.get("look", "default") not in ("default", "real"):
+        raise _fail(where, f'key \'look\' must be "default" or "real", got {kwargs["look"]!r}')
     if kwargs.get("target_speed", 8.0) <= 0:
         raise _fail(where, "key 'target_speed' must be > 0 (metres per second)")
     return Scenario(**kwargs, source=where)

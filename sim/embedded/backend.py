@@ -8,8 +8,11 @@ import numpy as np
 
 from scenarios.schema import Scenario
 from sim.backend import BackendBase, BackendError
+from sim.embedded import real_props
 from sim.embedded.geometry import wrap_scalar
-from sim.embedded.props import Boxes
+from sim.embedded.look import make_look
+from sim.embedded.props import Boxes, Scenery
+from sim.embedded.real_ground import real_ground
 from sim.embedded.render import CameraRenderer
 from sim.embedded.town import Town, load_town
 from sim.embedded.towns import town_names
@@ -57,12 +60,14 @@ class EmbeddedBackend(BackendBase):
         lane, s = spawns[k % len(spawns)]
         ego = self.traffic.add(lane, s, scenario.target_speed)
         ego.v = 0.0
-        self._spawn_npcs(rng, scenario.npc_vehicles, scenario.target_speed)
+        self.look = make_look(scenario.look, self.seed, scenario.randomize, scenario.cameras[0])
+        npcs = scenario.npc_vehicles if self.look is None else int(round(scenario.npc_vehicles * self.look.traffic))
+        self._spawn_npcs(rng, npcs, scenario.target_speed)
         self.frame = 0
         self.sim_time = 0.0
         self.distance = 0.0
         self.collided = False
-        self._renderers = {cam.name: CameraRenderer(cam, self.town.ground, seed=self.seed) for cam in scenario.cameras}
+        self._set_look(scenario)
         self._static = self._static_obstacles()
         return self._observe(False)
 
@@ -175,6 +180,25 @@ class EmbeddedBackend(BackendBase):
             v0 = speed * float(rng.uniform(0.75, 1.1))
             self.traffic.add(lane_id, s, v0, truck=bool(rng.random() < 0.15))
 
+    def _set_look(self, scenario: Scenario) -> None:
+        """Renderers for the episode's look; the default look renders the town's own raster."""
+        town = self.town
+        self.scenery = town.scenery
+        ground = town.ground
+        if self.look is not None:
+            ground = real_ground(town.ground, town.network, town.scenery, self.look)
+            extra = real_props.barriers(town.network, town.recipe.sidewalk if town.recipe else 0.0, self.look)
+            boxes = real_props.concat(town.scenery.boxes, extra)
+            self.scenery = Scenery(boxes, town.scenery.spheres, real_props.street_lamps(town.scenery.boxes))
+        self._renderers = {}
+        for cam in scenario.cameras:
+            spec = self.look.camera(cam) if self.look is not None and scenario.randomize else cam
+            self._renderers[cam.name] = CameraRenderer(spec, ground, seed=self.seed, look=self.look)
+
+    def look_record(self) -> dict | None:
+        """How this episode's frames look (None for the default look), for a dataset index."""
+        return None if self.look is None else self.look.record()
+
     def _static_obstacles(self) -> Boxes:
         sc = self.town.scenery.boxes
         return sc
@@ -220,6 +244,6 @@ class EmbeddedBackend(BackendBase):
         cams = {}
         dynamic = self.traffic.boxes() if render else None
         for name, r in self._renderers.items() if render else ():
-            rgb, labels = r.render(ego.x, ego.y, ego.yaw, self.town.scenery, dynamic, weather, self.frame)
+            rgb, labels = r.render(ego.x, ego.y, ego.yaw, self.scenery, dynamic, weather, self.frame)
             cams[name] = CameraFrame(r.spec, rgb, labels)
         return Observation(self.frame, self.sim_time, state, cams, weather.name, self.town.name)

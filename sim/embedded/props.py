@@ -85,6 +85,7 @@ class Spheres:
 class Scenery:
     boxes: Boxes
     spheres: Spheres
+    lamps: Boxes | None = None  # street lamp heads of the `real` look, lit at night
 
     def footprints(self) -> list[np.ndarray]:
         return [self.boxes.footprint(i) for i in range(len(self.boxes.yaw)) if self.boxes.tag[i] == tags.BUILDING]

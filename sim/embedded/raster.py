@@ -16,6 +16,7 @@ from sim import tags
 from sim.embedded.roadnet import Marking, RoadNetwork
 
 GRASS, ASPHALT, WHITE, YELLOW, CONCRETE, CURB, DIRT, PATCH = range(8)
+TAR, TRACK = 8, 9  # road surface details of the `real` look only (sim/embedded/real_ground.py)
 MATERIAL_TAG = {
     GRASS: tags.TERRAIN,
     ASPHALT: tags.ROAD,
@@ -25,6 +26,8 @@ MATERIAL_TAG = {
     CURB: tags.SIDEWALK,
     DIRT: tags.GROUND,
     PATCH: tags.ROAD,
+    TAR: tags.ROAD,
+    TRACK: tags.ROAD,
 }
 SHIFT = 2  # sub-pixel bits for OpenCV drawing
 # Tag of every material byte: the painter always writes a tag and its material together, so a
@@ -85,8 +88,13 @@ class _Painter:
         cv2.circle(self.tag, tuple(int(v) for v in p), r, int(MATERIAL_TAG[material]), -1, cv2.LINE_8, SHIFT)
         cv2.circle(self.mat, tuple(int(v) for v in p), r, material * 16 + 8, -1, cv2.LINE_8, SHIFT)
 
-    def marking(self, m: Marking, closed: bool) -> None:
+    def marking(
+        self, m: Marking, closed: bool, dash_m: float = 3.0, period_m: float = 9.0, width_k: float = 1.0
+    ) -> None:
+        """Paint one marking; dashes of `dash_m` every `period_m` (the `real` look varies them)."""
         mat = YELLOW if m.color == "yellow" else WHITE
+        if width_k != 1.0:
+            m = Marking(m.points, m.kind, m.color, m.width * width_k)
         if m.kind in ("solid", "stop", "crosswalk"):
             self.line(m.points, m.width, mat, closed and m.kind == "solid")
         elif m.kind == "double":
@@ -97,7 +105,7 @@ class _Painter:
         elif m.kind == "dashed":
             seg = np.linalg.norm(np.diff(m.points, axis=0), axis=1)
             s = np.concatenate([[0], np.cumsum(seg)])
-            on = (s % 9.0) < 3.0
+            on = (s % period_m) < dash_m
             start = None
             for i, flag in enumerate(on):
                 if flag and start is None:

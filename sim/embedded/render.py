@@ -15,6 +15,8 @@ import numpy as np
 from sim import tags
 from sim.camera import optical_to_vehicle, pixel_rays
 from sim.embedded import raster as rmat
+from sim.embedded import real_look, real_props
+from sim.embedded.look import Look
 from sim.embedded.props import Boxes, Scenery
 from sim.types import CameraSpec, Weather
 
@@ -99,7 +101,8 @@ def material_lut(lt: Lighting) -> np.ndarray:
 class CameraRenderer:
     """Renders one CameraSpec; precomputes everything that depends only on the mounting."""
 
-    def __init__(self, spec: CameraSpec, ground: rmat.GroundRaster, seed: int = 0):
+    def __init__(self, spec: CameraSpec, ground: rmat.GroundRaster, seed: int = 0, look: Look | None = None):
+        self.look = look  # None: the default look (the frames the determinism goldens hold)
         self.spec = spec
         self.ground = ground
         self.K = spec.intrinsics()
@@ -143,7 +146,7 @@ class CameraRenderer:
             return
         self._weather_key = key
         lt = self.lt = lighting(w)
-        self.lut = material_lut(lt)
+        self.lut = material_lut(lt) if self.look is None else real_look.material_lut(lt, self.look, w.cloudiness)
         h, wd = self.spec.height, self.spec.width
         # Sky: gradient plus soft clouds, tag Sky; rows between horizon and ground are haze.
         rng = np.random.default_rng(self._seed + 7)
@@ -164,6 +167,9 @@ class CameraRenderer:
         bg = np.zeros((h, wd, 4), np.uint8)
         bg[: self.v0, :, :3] = np.broadcast_to(sky, (self.v0, wd, 3)).astype(np.uint8)
         bg[: self.v0, :, 3] = tags.SKY
+        if self.look is not None:
+            real_look.horizon(bg, self.v0, self.look, lt, self._seed)
+            self.post = real_look.CameraEffects(self.look, h, wd, self._seed, lt.night)
         self.background = bg
         # Ground: per-pixel fog and light (headlights at night), quantised into lighting classes
         # so that a frame's ground colour is one table look-up of (class, material byte).
@@ -212,10 +218,20 @@ class CameraRenderer:
         img = np.empty_like(self.background)
         img[: self.v0] = self.background[: self.v0]  # _ground writes every row below
         self._ground(img, r_wc, c)
-        self._objects(img, r_wc, c, scenery, dynamic)
+        lamps = None
+        if self.look is not None:
+            dynamic, lamps = real_props.detail_vehicles(dynamic, self.look, self.lt.night)
+            if self.lt.night and scenery.lamps is not None:
+                lamps = real_props.concat(lamps, scenery.lamps)
+            real_look.vehicle_shadows(img, dynamic, r_wc, c, self.f, self.v0, self.lt)
+        self._objects(img, r_wc, c, scenery, dynamic, lamps)
+        if self.look is not None:
+            real_look.hood(img, self.look, self.lt)
         rgb = cv2.cvtColor(img, cv2.COLOR_RGBA2RGB)  # OpenCV splits channels far faster than numpy
         if self.rain_layers:
             rgb = cv2.add(rgb, self.rain_layers[frame % len(self.rain_layers)])
+        if self.look is not None:
+            rgb = self.post(rgb, frame)
         return rgb, cv2.extractChannel(img, 3)
 
     def _ground(self, img: np.ndarray, r_wc: np.ndarray, c: np.ndarray) -> None:
@@ -240,7 +256,7 @@ class CameraRenderer:
         np.add(self.g_index, out[..., 1], out=self._g_idx)
         np.take(self.g_table, self._g_idx, out=img.view(np.uint32)[self.v0 :, :, 0], mode="clip")
 
-    def _objects(self, img, r_wc, c, scenery: Scenery, dynamic: Boxes) -> None:
+    def _objects(self, img, r_wc, c, scenery: Scenery, dynamic: Boxes, lamps: Boxes | None = None) -> None:
         items: list[tuple] = []  # (depth, polygon int32 (k, 2) or circle, colour + tag)
         fwd = r_wc[2, :2]
         for boxes in (scenery.boxes, dynamic):
@@ -258,6 +274,8 @@ class CameraRenderer:
         sph = scenery.spheres
         if len(sph.radius):
             items += self._spheres(sph, r_wc, c)
+        if lamps is not None and len(lamps.yaw):
+            items += real_look.lamp_items(self, lamps, r_wc, c)
         items.sort(key=lambda it: -it[0])
         for _, poly, color in items:
             if poly.ndim == 2:
