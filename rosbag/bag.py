@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from plumbing import atomic_write_bytes
+from rosbag.cdr import FAST_ENCODERS
 from rosbag.msgdefs import ros_type, schema_text
 
 #: rosbag2's metadata format version 5 is what ROS 2 Humble writes; Iron, Jazzy and later read
@@ -154,6 +155,8 @@ class BagWriter:
             data = _with_stamp(cached, message["header"]["stamp"])
         elif msgtype == "sensor_msgs/Image":
             data = _encode_image(t, message)
+        elif msgtype in FAST_ENCODERS:
+            data = FAST_ENCODERS[msgtype](message)
         else:
             data = t.encode(message)
         self._mcap.add_message(t.channel_id, log_time=stamp_ns, data=data, publish_time=stamp_ns, sequence=t.count)
