@@ -81,9 +81,12 @@ class BagRecorder:
         compressed: bool = False,
         markers: bool = True,
         town: Any = None,
+        lane_mapper: Any = None,
     ):
         """`town`: the embedded `Town` whose markings `/lane_markings/true` shows (default: the
-        observation's town by name; none for a CARLA run). `markers=False` leaves both marker kinds out."""
+        observation's town by name; none for a CARLA run). `markers=False` leaves both marker kinds out.
+        `lane_mapper` (`harness.lanemap.LaneMapper`) is fed the same frames (not timed in `seconds`)."""
+        self.lane_mapper = lane_mapper
         self.out = Path(out)
         self.depth = depth
         self.per_episode = per_episode
@@ -133,6 +136,8 @@ class BagRecorder:
             self._markers(w, ns, obs, masks or {})
         self.frames += 1
         self.seconds += time.perf_counter() - t0
+        if self.lane_mapper is not None:
+            self.lane_mapper.record(obs, masks)
 
     def record_frame(
         self,

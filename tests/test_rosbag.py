@@ -306,6 +306,8 @@ def test_lane_map_of_true_masks_scores_high_and_a_shifted_pose_scores_low(run_ba
 
 
 def test_run_sim_rosbag_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
     torch = pytest.importorskip("torch")
     import run_sim
     from perception.checkpoint import CheckpointMeta, save_checkpoint
@@ -318,6 +320,14 @@ def test_run_sim_rosbag_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert run_sim.main([*fast, "--out", str(tmp_path / "run"), "--rosbag", str(tmp_path / "bag")]) == 0
     topics = _read(tmp_path / "bag")
     assert len(topics[mask_topic("tiny")]) == 3 and len(topics[RGB]) == 3
+    lanemap = json.loads((tmp_path / "run" / "lanemap" / "lanemap.json").read_text())  # on with --rosbag
+    assert lanemap["models"]["tiny"]["frames"] == 3 and (tmp_path / "run" / "lanemap" / "lanemap_tiny.png").exists()
+    from harness.report import write_report
+
+    page = write_report(tmp_path / "run").read_text()
+    assert "<h2>Lane map</h2>" in page and "recall (completeness) within 0.2 m" in page and "<td>tiny</td>" in page
+    assert run_sim.main([*fast, "--out", str(tmp_path / "run3"), "--lanemap"]) == 0  # without a bag
+    assert (tmp_path / "run3" / "lanemap" / "lanemap_tiny.geojson").exists()
     capsys.readouterr()
     assert run_sim.main([*fast, "--out", str(tmp_path / "run2"), "--rosbag", str(tmp_path / "run2")]) == 1
     assert "is the run folder" in capsys.readouterr().err
