@@ -159,6 +159,15 @@ class BagWriter:
             data = FAST_ENCODERS[msgtype](message)
         else:
             data = t.encode(message)
+        self._append(t, data, stamp_ns)
+
+    def write_raw(self, topic: str, msgtype: str, data: bytes, stamp_ns: int, qos: Qos = DEFAULT_QOS) -> None:
+        """Append a message already encoded as CDR (with its encapsulation header) at `stamp_ns`."""
+        if self.closed:
+            raise BagError(f"bag {self.out} is closed")
+        self._append(self._topic(topic, msgtype, qos), data, stamp_ns)
+
+    def _append(self, t: _Topic, data: bytes, stamp_ns: int) -> None:
         self._mcap.add_message(t.channel_id, log_time=stamp_ns, data=data, publish_time=stamp_ns, sequence=t.count)
         t.count += 1
         self.count += 1

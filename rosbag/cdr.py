@@ -22,9 +22,10 @@ _HEADER = b"\x00\x01\x00\x00"  # CDR_LE, no options
 class CdrBuffer:
     """Appends aligned primitives; `bytes()` is the message with its encapsulation header."""
 
-    def __init__(self) -> None:
+    def __init__(self, offset: int = 0) -> None:
+        """`offset`: where in a message this buffer's first byte lies (for a cached fragment)."""
         self.parts: list[bytes] = [_HEADER]
-        self.n = 0  # offset from the end of the encapsulation header
+        self.n = offset  # offset from the end of the encapsulation header
 
     def align(self, k: int) -> None:
         pad = -self.n % k
@@ -103,6 +104,14 @@ def _marker(buf: CdrBuffer, mk: dict[str, Any]) -> None:
     buf.pack("?", 1, bool(mk["mesh_use_embedded_materials"]))
 
 
+def marker_fragment(mk: dict[str, Any], offset: int) -> bytes:
+    """One Marker's CDR as it lies at `offset` (4-aligned) of a MarkerArray: the bytes depend
+    only on offset % 8, and its first 8 bytes are the header stamp (sec, nanosec)."""
+    buf = CdrBuffer(offset)
+    _marker(buf, mk)
+    return buf.bytes()[len(_HEADER) :]
+
+
 def encode_marker_array(msg: dict[str, Any]) -> bytes:
     """CDR of a visualization_msgs/MarkerArray dict (points/colours as arrays or lists of dicts)."""
     buf = CdrBuffer()
@@ -127,4 +136,4 @@ FAST_ENCODERS = {
     "sensor_msgs/CompressedImage": encode_compressed_image,
 }
 
-__all__ = ["FAST_ENCODERS", "CdrBuffer", "encode_compressed_image", "encode_marker_array"]
+__all__ = ["FAST_ENCODERS", "CdrBuffer", "encode_compressed_image", "encode_marker_array", "marker_fragment"]

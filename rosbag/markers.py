@@ -17,6 +17,7 @@ a lifetime of `LIFETIME_S`, so that the picture clears when playback stops feedi
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import numpy as np
@@ -65,37 +66,57 @@ def delete_all(ns: int, frame_id: str) -> dict[str, Any]:
 
 
 class TrueMarkings:
-    """The town's marking polylines, and per frame the parts of them near the ego."""
+    """The town's marking polylines, and per frame those that come within the radius of the ego.
+
+    A marking near the ego is sent whole (every polyline is at most a road's length), so each
+    marker is the same every frame but for its stamp: its CDR is built once (for either
+    4-byte phase it can fall at in the array) and only the stamp is written per frame.
+    """
 
     def __init__(self, markings: list[Any], radius_m: float = 30.0) -> None:
         self.radius = radius_m
-        self.kinds = [mk.kind for mk in markings]
-        self.rgba = [(*_COLOURS.get(mk.color, _COLOURS["white"]), 1.0) for mk in markings]
-        self.widths = [float(mk.width) for mk in markings]
+        self.markings = markings
         pts = [np.asarray(mk.points, np.float64)[:, :2] for mk in markings]
         self.xy = np.concatenate(pts) if pts else np.zeros((0, 2))
         self.owner = np.repeat(np.arange(len(pts)), [len(p) for p in pts])
+        self._bytes: dict[tuple[int, int], bytes] = {}
 
-    def near(self, x: float, y: float) -> list[tuple[int, np.ndarray]]:
-        """(marking index, (N, 2) points) of every marking's run of points within the radius."""
+    def near(self, x: float, y: float) -> np.ndarray:
+        """Indices of the markings with a point within the radius of (x, y)."""
         d2 = (self.xy[:, 0] - x) ** 2 + (self.xy[:, 1] - y) ** 2
-        idx = np.flatnonzero(d2 <= self.radius**2)
-        if idx.size == 0:
-            return []
-        # A run ends where the point index jumps or the owner changes.
-        cut = np.flatnonzero((np.diff(idx) != 1) | (np.diff(self.owner[idx]) != 0)) + 1
-        return [(int(self.owner[r[0]]), self.xy[r]) for r in np.split(idx, cut) if len(r) >= 2]
+        return np.unique(self.owner[d2 <= self.radius**2])
+
+    def _marker(self, ns: int, k: int, frame_id: str) -> dict[str, Any]:
+        mkg = self.markings[k]
+        pts = np.asarray(mkg.points, np.float64)[:, :2]
+        rgba = (*_COLOURS.get(mkg.color, _COLOURS["white"]), 1.0)
+        return marker(ns, frame_id, mkg.kind, k, LINE_STRIP, np.column_stack([pts, np.full(len(pts), LINE_Z)]),
+                      rgba, float(mkg.width))  # fmt: skip
 
     def message(self, ns: int, x: float, y: float, frame_id: str = "map") -> dict[str, Any]:
-        """MarkerArray of the markings within the radius of (x, y) at time `ns`."""
-        out = [delete_all(ns, frame_id)]
-        seen: dict[int, int] = {}
-        for k, xy in self.near(x, y):
-            part = seen[k] = seen.get(k, -1) + 1  # a polyline leaving and re-entering the radius
-            pts = np.column_stack([xy, np.full(len(xy), LINE_Z)])
-            ident = k * 16 + part  # unique, and stable over the drive
-            out.append(marker(ns, frame_id, self.kinds[k], ident, LINE_STRIP, pts, self.rgba[k], self.widths[k]))
-        return {"markers": out}
+        """MarkerArray (dicts) of the markings near (x, y) at time `ns`: a DELETEALL, then one LINE_STRIP each."""
+        return {"markers": [delete_all(ns, frame_id)] + [self._marker(ns, int(k), frame_id) for k in self.near(x, y)]}
+
+    def encoded(self, ns: int, x: float, y: float, frame_id: str = "map") -> bytes:
+        """The CDR of `message(ns, x, y)`, from the cached markers."""
+        from rosbag.cdr import marker_fragment
+
+        ks = self.near(x, y)
+        st = struct.pack("<iI", *stamp(ns).values())
+        parts = [b"\x00\x01\x00\x00", struct.pack("<I", len(ks) + 1)]
+        n = 4
+        for k in (-1, *ks.tolist()):
+            pad = -n % 4  # a marker ends with a bool; the next one's header starts 4-aligned
+            parts.append(b"\0" * pad)
+            n += pad
+            key = (k, n % 8, frame_id)
+            frag = self._bytes.get(key)
+            if frag is None:
+                mk = delete_all(0, frame_id) if k < 0 else self._marker(0, k, frame_id)
+                frag = self._bytes[key] = marker_fragment(mk, n)
+            parts += (st, frag[8:])
+            n += len(frag)
+        return b"".join(parts)
 
 
 def predicted_points(ns: int, model: str, ground_xy: np.ndarray, rgba: tuple[float, float, float, float],

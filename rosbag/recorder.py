@@ -192,7 +192,7 @@ class BagRecorder:
         if self._true is None:
             self._true = TrueMarkings(_markings(self._town, town))
         if self._true.xy.size:
-            w.write(TRUE_MARKINGS, MARKERS, self._true.message(ns, ego.x, ego.y), ns)
+            w.write_raw(TRUE_MARKINGS, MARKERS, self._true.encoded(ns, ego.x, ego.y), ns)
 
     def _ego(self, w: BagWriter, ns: int, ego: EgoState) -> None:
         rate = 0.0

@@ -355,6 +355,11 @@ def test_fast_encoders_equal_the_librarys_encoding() -> None:
                              "colors": [dict(zip("rgba", c, strict=True)) for c in x["colors"].tolist()]}
                             for x in msg["markers"]]}  # fmt: skip
     assert encode_marker_array(msg) == library("visualization_msgs/MarkerArray")(as_dicts)
+    from sim.embedded.town import load_town
+
+    true = mk.TrueMarkings(load_town("Town03").network.markings)  # cached fragments, stamps written in place
+    for ns, (x, y) in [(0, (0.0, 0.0)), (m.sim_ns(2.5), tuple(true.xy[40])), (m.sim_ns(7.75), tuple(true.xy[900]))]:
+        assert true.encoded(ns, x, y) == encode_marker_array(true.message(ns, x, y))
     img = m.compressed_image(m.sim_ns(1.5), "cam", rng.integers(0, 256, (6, 9), dtype=np.uint8))
     assert encode_compressed_image(img) == library("sensor_msgs/CompressedImage")(img)
 
@@ -374,7 +379,6 @@ def test_marker_arrays_show_the_true_markings_and_the_models_points(run_bag) -> 
             got.setdefault(conn.topic, []).append((stamp, store.deserialize_cdr(raw, conn.msgtype)))
     assert sorted(got) == sorted([TRUE_MARKINGS, marker_topic("truth")])
     town = load_town(scenario.town)
-    marking_pts = {(round(x, 6), round(y, 6)) for mkg in town.network.markings for x, y in mkg.points[:, :2]}
     odom = {lt: msg.pose.pose for lt, msg in _read(bag)["/odom"]}
     for stamp, arr in got[TRUE_MARKINGS]:
         first, *strips = arr.markers
@@ -388,8 +392,9 @@ def test_marker_arrays_show_the_true_markings_and_the_models_points(run_bag) -> 
             assert s.header.stamp.sec * 10**9 + s.header.stamp.nanosec == stamp
             assert s.lifetime.sec + s.lifetime.nanosec * 1e-9 == LIFETIME_S and s.scale.x > 0 and s.color.a == 1
             pts = np.array([(p.x, p.y) for p in s.points])
-            assert len(pts) >= 2 and np.hypot(pts[:, 0] - ego.x, pts[:, 1] - ego.y).max() <= 30.0
-            assert {(round(x, 6), round(y, 6)) for x, y in pts} <= marking_pts  # the town's own polylines
+            assert np.array_equal(pts, town.network.markings[s.id].points[:, :2])  # id: the town's marking
+            assert np.hypot(pts[:, 0] - ego.x, pts[:, 1] - ego.y).min() <= 30.0  # near the ego
+        assert len({s.id for s in strips}) == len(strips)
     # The truth "model"'s points, in base_link, moved to the map: on the town's RoadLine raster.
     g = town.ground
     near = 0
