@@ -440,3 +440,19 @@ def test_compressed_images_decode_to_the_frames(tmp_path: Path) -> None:
         assert diff.mean() < 3 and np.percentile(diff, 99) < 24  # JPEG at quality 95
         assert np.array_equal(m.compressed_array(lab[k]), cam.labels)  # PNG: lossless
         assert np.array_equal(m.compressed_array(mask[k]) == 255, cam.labels == ROAD_LINE)
+
+
+def test_preview_draws_the_images_and_the_markers(run_bag, tmp_path: Path) -> None:
+    from rosbag.preview import TILE_W
+    from rosbag.preview import main as preview_main
+
+    bag, _ = run_bag
+    assert preview_main([str(bag), "--out", str(tmp_path / "p.png")]) == 0
+    import cv2
+
+    img = cv2.imread(str(tmp_path / "p.png"))[..., ::-1]
+    assert img.shape[1] == 2 * TILE_W
+    panel = img[-320:, :TILE_W].astype(int)  # the top-down markers view, bottom left
+    green = (panel[..., 1] > 180) & (panel[..., 0] < 120)  # the first model's predicted points
+    white = (panel > 200).all(-1)  # the true markings (and the labels' text)
+    assert green.sum() > 50 and white.sum() > 200
