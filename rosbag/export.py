@@ -44,7 +44,14 @@ class ExportError(ValueError):
     """A source that cannot be exported (the message says why and what to do)."""
 
 
-def export_dataset(src: Path, out: Path, overwrite: bool = False, episode: int | None = None, progress: bool = False):
+def export_dataset(
+    src: Path,
+    out: Path,
+    overwrite: bool = False,
+    episode: int | None = None,
+    progress: bool = False,
+    compressed: bool = False,
+):
     """A recorded dataset folder as one bag; returns the BagRecorder (its `bags`, `frames`, `seconds`)."""
     from dataset.format import DatasetError, read_index, read_labels, read_manifest, read_rgb
     from rosbag.recorder import BagRecorder
@@ -65,7 +72,7 @@ def export_dataset(src: Path, out: Path, overwrite: bool = False, episode: int |
         raise ExportError(f"{src} has frames without a pose or time (an imported real dataset?): nothing to replay")
     spec = CameraSpec(**manifest.camera)
     rows.sort(key=lambda r: (r["episode"], r["frame"]))
-    rec = BagRecorder(out, overwrite, depth=manifest.backend == "embedded")
+    rec = BagRecorder(out, overwrite, depth=manifest.backend == "embedded", compressed=compressed)
     bar = progress_bar(len(rows), "export", enabled=progress)
     offset, last_ep, ep_start, ep_end = 0.0, None, 0.0, 0.0
     with _whole_or_aborted(rec, bar):
@@ -83,7 +90,9 @@ def export_dataset(src: Path, out: Path, overwrite: bool = False, episode: int |
     return rec
 
 
-def export_run(src: Path, out: Path, overwrite: bool = False, masks: bool = False, progress: bool = False):
+def export_run(
+    src: Path, out: Path, overwrite: bool = False, masks: bool = False, progress: bool = False, compressed: bool = False
+):
     """An embedded autopilot run, simulated again from its command and seed, as one bag."""
     summary = json.loads((src / "summary.json").read_text())
     if summary.get("backend") != "embedded" or summary.get("drive") != "autopilot":
@@ -106,7 +115,7 @@ def export_run(src: Path, out: Path, overwrite: bool = False, masks: bool = Fals
         slots = run_sim.load_models(
             [m["path"] for m in models], (cam.height, cam.width), args.runtime, args.threads, not args.no_compile
         )
-    rec = BagRecorder(out, overwrite, depth=True)
+    rec = BagRecorder(out, overwrite, depth=True, compressed=compressed)
     bar = progress_bar(frames, "export", enabled=progress)
     with _whole_or_aborted(rec, bar), make_backend("embedded") as backend:
         obs = backend.reset(scenario, seed=summary["seed"])
@@ -129,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m rosbag.export data/town03 --out bags/town03\n"
             "  python -m rosbag.export data/town03 --episode 2 --out bags/town03_e2\n"
             "  python -m rosbag.export results/<run> --masks --out bags/run\n"
+            "  python -m rosbag.export results/<run> --compressed --out bags/run_jpeg\n"
             "Topics, frames and how to play the bag: docs/rosbag.md"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -137,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bag folder to write (metadata.yaml + .mcap)")
     p.add_argument("--episode", type=int, help="dataset: export only this episode")
     p.add_argument("--masks", action="store_true", help="run: re-run the run's models for their lane masks")
+    p.add_argument(
+        "--compressed",
+        action="store_true",
+        help="RGB, labels and masks as sensor_msgs/CompressedImage on <topic>/compressed (JPEG q95; PNG, lossless)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="tracebacks")
@@ -154,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         src, out = Path(args.src), Path(args.out)
         progress = not args.no_progress
         if (src / "manifest.json").exists():
-            rec = export_dataset(src, out, args.overwrite, args.episode, progress)
+            rec = export_dataset(src, out, args.overwrite, args.episode, progress, args.compressed)
         elif (src / "summary.json").exists():
-            rec = export_run(src, out, args.overwrite, args.masks, progress)
+            rec = export_run(src, out, args.overwrite, args.masks, progress, args.compressed)
         else:
             raise ExportError(f"{src} is neither a dataset (manifest.json) nor a run folder (summary.json)")
         size = sum(f.stat().st_size for b in rec.bags for f in b.iterdir())

@@ -222,7 +222,7 @@ def test_export_cli_errors(run_bag, tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_dataset_export_concatenates_episodes_with_monotonic_stamps(tmp_path: Path) -> None:
     from collect.record import main as record_main
-    from dataset.format import read_index, read_rgb
+    from dataset.format import read_index, read_labels, read_rgb
 
     data = tmp_path / "data"
     args = ["--episodes", "2", "--episode-frames", "4", "--width", "96", "--height", "48", "--seed", "7"]
@@ -235,6 +235,11 @@ def test_dataset_export_concatenates_episodes_with_monotonic_stamps(tmp_path: Pa
     for (_, msg), r in zip(topics[RGB], rows, strict=True):
         assert np.array_equal(m.image_array(msg), read_rgb(data / r["rgb"]))
     assert _read(tmp_path / "bag")["/camera/rgb/camera_info"][0][1].width == 96
+    assert export_main([str(data), "--out", str(tmp_path / "jpeg"), "--compressed", "--no-progress"]) == 0
+    small = _read(tmp_path / "jpeg")
+    labels = small["/camera/semantic/image_raw/compressed"]
+    assert RGB not in small and len(small[f"{RGB}/compressed"]) == 8 and len(labels) == 8
+    assert np.array_equal(m.compressed_array(labels[3][1]), read_labels(data / rows[3]["label"]))
 
 
 def test_run_export_simulates_the_same_frames_again(run_bag, tmp_path: Path) -> None:
