@@ -1,4 +1,5 @@
-"""Fast CDR (little endian) of the bags' bulky messages: MarkerArray and CompressedImage.
+"""Fast CDR (little endian) of the bags' bulky or frequent messages: MarkerArray,
+CompressedImage, Odometry and TFMessage.
 
 `mcap-ros2-support`'s generic encoder walks a dict field by field, about 14 us per point of
 a marker (5 ms for a frame's lane boundaries); here a marker's points and colours go in as
@@ -130,10 +131,50 @@ def encode_compressed_image(msg: dict[str, Any]) -> bytes:
     return buf.bytes()
 
 
+def _xyz(v: dict[str, float]) -> tuple[float, float, float]:
+    return v["x"], v["y"], v["z"]
+
+
+def encode_odometry(msg: dict[str, Any]) -> bytes:
+    """CDR of a nav_msgs/Odometry dict (sent every frame: 0.1 ms here against 1 ms generic)."""
+    buf = CdrBuffer()
+    buf.header(msg["header"])
+    buf.string(msg["child_frame_id"])
+    pose, twist = msg["pose"], msg["twist"]
+    q = pose["pose"]["orientation"]
+    buf.pack("7d", 8, *_xyz(pose["pose"]["position"]), q["x"], q["y"], q["z"], q["w"])
+    buf.pack("36d", 8, *pose["covariance"])
+    buf.pack("6d", 8, *_xyz(twist["twist"]["linear"]), *_xyz(twist["twist"]["angular"]))
+    buf.pack("36d", 8, *twist["covariance"])
+    return buf.bytes()
+
+
+def encode_tf_message(msg: dict[str, Any]) -> bytes:
+    """CDR of a tf2_msgs/TFMessage dict."""
+    buf = CdrBuffer()
+    buf.pack("I", 4, len(msg["transforms"]))
+    for tf in msg["transforms"]:
+        buf.header(tf["header"])
+        buf.string(tf["child_frame_id"])
+        t, q = tf["transform"]["translation"], tf["transform"]["rotation"]
+        buf.pack("7d", 8, *_xyz(t), q["x"], q["y"], q["z"], q["w"])
+    return buf.bytes()
+
+
 #: msgtype -> fast encoder, used by `rosbag.bag.BagWriter` instead of the generic one.
 FAST_ENCODERS = {
     "visualization_msgs/MarkerArray": encode_marker_array,
     "sensor_msgs/CompressedImage": encode_compressed_image,
+    "nav_msgs/Odometry": encode_odometry,
+    "tf2_msgs/TFMessage": encode_tf_message,
 }
 
-__all__ = ["FAST_ENCODERS", "CdrBuffer", "encode_compressed_image", "encode_marker_array", "marker_fragment"]
+__all__ = [
+    "FAST_ENCODERS",
+    "CdrBuffer",
+    "encode_compressed_image",
+    "encode_marker_array",
+    "encode_odometry",
+    "encode_tf_message",
+    "marker_fragment",
+]

@@ -56,15 +56,27 @@ def depth_image(spec: CameraSpec, labels: np.ndarray) -> np.ndarray:
     if labels.shape != ground_t.shape:
         raise ValueError(f"labels {labels.shape} do not match camera {spec.name!r} ({spec.height}x{spec.width})")
     is_ground = _IS_GROUND[labels] & down
-    h = labels.shape[0]
-    # Row of the nearest ground pixel at or below each pixel (-1: none): a running max from the bottom.
-    rows = np.where(is_ground, np.arange(h, dtype=np.int16)[:, None], np.int16(-1))
-    below = np.maximum.accumulate(rows[::-1], axis=0)[::-1]
-    foot = np.take_along_axis(ground_range, np.maximum(below, 0).astype(np.intp), axis=0)
-    depth = np.where(below >= 0, foot * inv_horiz, np.float32(np.nan))
-    depth = np.where(is_ground, ground_t, depth)
+    h, w = labels.shape
+    # Flat index of the nearest ground pixel at or below each pixel (-1: none): a running max from
+    # the bottom of row * w + column, which keeps the column; one gather instead of take_along_axis.
+    flat = np.where(is_ground, _flat_index(h, w), np.int32(-1))
+    below = np.maximum.accumulate(flat[::-1], axis=0)[::-1]
+    foot = _range_or_nan(spec)[below]  # index -1 is the appended NaN: no ground below
+    depth = foot * inv_horiz
+    np.copyto(depth, ground_t, where=is_ground)
     depth[labels == tags.SKY] = np.inf
     return depth
+
+
+@lru_cache(maxsize=8)
+def _flat_index(h: int, w: int) -> np.ndarray:
+    return np.arange(h * w, dtype=np.int32).reshape(h, w)
+
+
+@lru_cache(maxsize=8)
+def _range_or_nan(spec: CameraSpec) -> np.ndarray:
+    """The ground hits' horizontal ranges, flat, with a NaN appended (for "no ground below")."""
+    return np.append(_rays(spec)[1].ravel(), np.float32(np.nan))
 
 
 __all__ = ["GROUND_TAGS", "depth_image"]

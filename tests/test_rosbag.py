@@ -342,7 +342,7 @@ def test_fast_encoders_equal_the_librarys_encoding() -> None:
     from mcap_ros2._dynamic import serialize_dynamic
 
     from rosbag import markers as mk
-    from rosbag.cdr import encode_compressed_image, encode_marker_array
+    from rosbag.cdr import encode_compressed_image, encode_marker_array, encode_odometry, encode_tf_message
 
     def library(msgtype: str):
         full = ros_type(msgtype)
@@ -367,6 +367,11 @@ def test_fast_encoders_equal_the_librarys_encoding() -> None:
         assert true.encoded(ns, x, y) == encode_marker_array(true.message(ns, x, y))
     img = m.compressed_image(m.sim_ns(1.5), "cam", rng.integers(0, 256, (6, 9), dtype=np.uint8))
     assert encode_compressed_image(img) == library("sensor_msgs/CompressedImage")(img)
+    odom = m.odometry(m.sim_ns(0.35), 1.5, -2.25, 0.0, 0.3, 8.0, -0.1)
+    assert encode_odometry(odom) == library("nav_msgs/Odometry")(odom)
+    spec = load_scenario("town03_clear").cameras[0]
+    for tf in (m.static_transforms(5, [spec]), m.odom_transform(m.sim_ns(2.05), 3.0, 4.0, 0.0, -1.2)):
+        assert encode_tf_message(tf) == library("tf2_msgs/TFMessage")(tf)
 
 
 def test_marker_arrays_show_the_true_markings_and_the_models_points(run_bag) -> None:
