@@ -90,13 +90,15 @@ def _markers_view(arrays: dict[str, object], pose: tuple[float, float, float], s
                 )
             else:
                 for u, v in pts:
-                    cv2.circle(canvas, (int(u), int(v)), 1, rgb, -1)
+                    cv2.circle(canvas, (int(u), int(v)), 2 if not legend else 1, rgb, -1)  # later models on top
                 legend.append((topic, rgb))
     ego = np.array([[w / 2, h - 5 * px_m - 10], [w / 2 - 5, h - 5 * px_m + 4], [w / 2 + 5, h - 5 * px_m + 4]])
     cv2.fillPoly(canvas, [ego.astype(np.int32)], (250, 250, 250))
+    entries = [("/lane_markings/true", (240, 240, 240)), *legend]
+    canvas[: 22 + 15 * len(entries), :200] //= 3  # darken behind the legend
     cv2.putText(canvas, "markers, ego frame (40 m)", (6, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1,
                 cv2.LINE_AA)  # fmt: skip
-    for k, (topic, rgb) in enumerate([("/lane_markings/true", (240, 240, 240)), *legend]):
+    for k, (topic, rgb) in enumerate(entries):
         cv2.putText(canvas, topic, (6, 32 + 15 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.38, rgb, 1, cv2.LINE_AA)
     return canvas
 
