@@ -61,7 +61,15 @@ def _arm(scenario, frames: int, slots, predictor, out: Path, bag: Path | None, l
     return row
 
 
-def _export(frames: int, scenario: str, seed: int) -> dict:
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process and its finished children."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _export(frames: int, scenario: str, seed: int, workers: int = 1) -> dict:
     """Wall time of `rosbag.export` on a finished autopilot run of `frames` frames (no masks)."""
     import time
 
@@ -76,11 +84,14 @@ def _export(frames: int, scenario: str, seed: int) -> dict:
                    "command": f"python run_sim.py --scenario {scenario} --frames {frames}"}  # fmt: skip
         (run / "summary.json").write_text(json.dumps(summary))
         load0 = os.getloadavg()
+        cpu0 = _cpu_s()
         t0 = time.perf_counter()
-        rec = export_run(run, tmp / "bag")
+        rec = export_run(run, tmp / "bag", workers=workers)
         wall = time.perf_counter() - t0
+        cpu = _cpu_s() - cpu0
         size = sum(f.stat().st_size for f in (tmp / "bag").iterdir())
-        return {"cpu": describe(), "frames": rec.frames, "export_wall_s": wall, "recorder_s": rec.seconds,
+        return {"cpu": describe(), "frames": rec.frames, "workers": workers, "export_wall_s": wall,
+                "cpu_s_all_processes": cpu, "recorder_s": rec.seconds,
                 "simulating_and_rest_s": wall - rec.seconds, "bag_mb": size / 1e6,
                 "loadavg_before": load0, "loadavg_after": os.getloadavg()}  # fmt: skip
     finally:
@@ -96,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--export", type=int, metavar="N", help="time rosbag.export of an N-frame run instead")
     p.add_argument("--seed", type=int, default=10, help="--export: the run's seed (default 10, town10_rain's)")
+    p.add_argument("--workers", type=int, default=1, help="--export: simulator processes (default 1)")
     args = p.parse_args(argv)
     if args.export:
-        print(json.dumps(_export(args.export, "town10_rain" if args.scenario == "town03_clear" else args.scenario,
-                                 args.seed), indent=2))  # fmt: skip
+        scenario = "town10_rain" if args.scenario == "town03_clear" else args.scenario
+        print(json.dumps(_export(args.export, scenario, args.seed, args.workers), indent=2))
         return 0
 
     from harness.contracts import ModelSlot
