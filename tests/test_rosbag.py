@@ -333,8 +333,10 @@ def test_run_sim_rosbag_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
 
     page = write_report(tmp_path / "run").read_text()
     assert "<h2>Lane map</h2>" in page and "recall (completeness) within 0.2 m" in page and "<td>tiny</td>" in page
-    assert run_sim.main([*fast, "--out", str(tmp_path / "run3"), "--lanemap"]) == 0  # without a bag
-    assert (tmp_path / "run3" / "lanemap" / "lanemap_tiny.geojson").exists()
+    from harness.lanemap import LaneMapper
+
+    alone = run_sim._recorder(run_sim.build_parser().parse_args([*fast, "--lanemap"]), tmp_path / "run3")
+    assert isinstance(alone, LaneMapper) and alone.town.name == "Town03"  # --lanemap without a bag: the mapper alone
     capsys.readouterr()
     assert run_sim.main([*fast, "--out", str(tmp_path / "run2"), "--rosbag", str(tmp_path / "run2")]) == 1
     assert "is the run folder" in capsys.readouterr().err
