@@ -268,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the run as a ROS 2 bag (rosbag2 folder, MCAP): images, depth, labels, lane masks, "
         "odometry, tf; with --drive model one bag per model in DIR/<model> (needs laneloop[ros], docs/rosbag.md)",
     )
+    g.add_argument(
+        "--rosbag-compressed",
+        action="store_true",
+        help="with --rosbag: RGB, labels and masks as sensor_msgs/CompressedImage (<topic>/compressed: JPEG, PNG)",
+    )
+    g.add_argument(
+        "--lanemap",
+        action="store_true",
+        help="each model's top-down lane map, scored within 0.2 m, in <out>/lanemap and the report "
+        "(embedded backend; always on with --rosbag)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
     return p
@@ -334,6 +345,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
             out.rmdir()  # nothing was written: leave no empty run folder behind
         raise
     print(format_table(result.summary))
+    mapper = recorder.lane_mapper if recorder is not None and hasattr(recorder, "lane_mapper") else recorder
+    if mapper is not None and getattr(mapper, "maps", None):
+        lanemap = mapper.save(out / "lanemap")
+        for model, r in lanemap["models"].items():
+            print(f"lane map {model}: precision {r['precision']:.3f}, recall {r['recall']:.3f} within 0.2 m")
     report = None
     if not args.no_report:
         try:
@@ -347,15 +363,31 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"interrupted ({result.summary['end']}): partial results in {where}", file=sys.stderr)
         return 130
     print(f"results in {where}")
-    if recorder is not None:
+    if getattr(recorder, "bags", None):
         print(f"ROS 2 bag{'s' if len(recorder.bags) > 1 else ''}: {', '.join(map(str, recorder.bags))}")
     return 0
 
 
 def _recorder(args: argparse.Namespace, out: Path) -> Any:
-    """The --rosbag writer (checked before the models compile), or None."""
+    """The --rosbag writer and/or the --lanemap mapper (checked before the models compile), or None."""
+    if args.rosbag_compressed and not args.rosbag:
+        raise UsageError("--rosbag-compressed needs --rosbag DIR")
+    if args.lanemap and args.backend != "embedded":
+        raise UsageError("--lanemap needs the embedded backend (it scores against the town's ground raster)")
+    mapper = None
+    if args.backend == "embedded" and (args.lanemap or args.rosbag):
+        from harness.lanemap import LaneMapper
+        from sim.embedded.town import load_town
+        from sim.maps.load import load_xodr_town
+
+        scenario = build_scenario(args)
+        try:
+            town = load_xodr_town(scenario.map) if scenario.map else load_town(scenario.town)
+        except Exception:  # noqa: BLE001 - the backend reports a bad town or map with its own message
+            town = None
+        mapper = LaneMapper(town) if town is not None else None
     if not args.rosbag:
-        return None
+        return mapper
     if Path(args.rosbag).resolve() == out.resolve():
         raise UsageError(f"--rosbag {args.rosbag} is the run folder (give the bag its own folder, e.g. {out}_bag)")
     try:
@@ -364,7 +396,15 @@ def _recorder(args: argparse.Namespace, out: Path) -> Any:
         raise UsageError("--rosbag needs the mcap libraries (pip install 'laneloop[ros]')") from None
     from rosbag.recorder import BagRecorder
 
-    return BagRecorder(args.rosbag, args.overwrite, depth=args.backend == "embedded", per_episode=args.drive == "model")
+    return BagRecorder(
+        args.rosbag,
+        args.overwrite,
+        depth=args.backend == "embedded",
+        per_episode=args.drive == "model",
+        compressed=args.rosbag_compressed,
+        town=mapper.town if mapper is not None else None,
+        lane_mapper=mapper,
+    )
 
 
 def _loop(args: argparse.Namespace, argv: list[str] | None, scenario: Any, out: Path, recorder: Any = None) -> Any:

@@ -324,6 +324,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     strip_png = plot_strip(run_dir, strip, summary)
     if strip_png:
         sections.append(("Where the models disagree", _img(strip_png)))
+    lanemap = _lanemap_section(run_dir)
+    if lanemap:
+        sections.append(("Lane map", lanemap))
     meta = (
         f"{html.escape(str(summary.get('scenario')))} ({html.escape(str(summary.get('map') or summary.get('town')))}, "
         f"{html.escape(', '.join(summary.get('weathers', [])))}), seed {summary.get('seed')}, drive "
@@ -342,6 +345,34 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     )
     path = Path(out) if out else run_dir / "report.html"
     return atomic_write_text(path, page)
+
+
+def _lanemap_section(run_dir: Path) -> str | None:
+    """Each model's top-down lane map (`<run>/lanemap/`, written by run_sim.py) and its scores."""
+    path = run_dir / "lanemap" / "lanemap.json"
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text())
+    rows, pictures = [], []
+    for model, r in doc.get("models", {}).items():
+        cells = (model, _fmt(r.get("precision")), _fmt(r.get("recall")), f"{r.get('mapped_cells', 0):,}",
+                 f"{r.get('true_cells_seen', 0):,}", r.get("frames"))  # fmt: skip
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+        png = path.parent / f"lanemap_{model}.png"
+        if png.exists():
+            b64 = base64.b64encode(png.read_bytes()).decode()
+            pictures.append(f"<figure><figcaption>{html.escape(model)}</figcaption>{_img(b64)}</figure>")
+    tol = next(iter(doc.get("models", {}).values()), {}).get("tolerance_m", 0.2)
+    cols = ("model", f"precision within {tol} m", f"recall (completeness) within {tol} m", "mapped cells",
+            "true marking cells seen", "frames")  # fmt: skip
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    note = (
+        f"<p>Each model's marking pixels projected to the ground and accumulated over the drive in "
+        f"{html.escape(str(doc.get('town')))}'s ground grid, scored against its true markings "
+        "(docs/rosbag.md, The lane map). Grey: the camera's footprint; white: true markings; green: mapped "
+        "within tolerance; red: mapped elsewhere; blue: seen but missed.</p>"
+    )
+    return f"{note}<table><tr>{head}</tr>{''.join(rows)}</table>{''.join(pictures)}"
 
 
 def _img(b64: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from plumbing import atomic_write_bytes
+from rosbag.cdr import FAST_ENCODERS
 from rosbag.msgdefs import ros_type, schema_text
 
 #: rosbag2's metadata format version 5 is what ROS 2 Humble writes; Iron, Jazzy and later read
@@ -154,8 +155,19 @@ class BagWriter:
             data = _with_stamp(cached, message["header"]["stamp"])
         elif msgtype == "sensor_msgs/Image":
             data = _encode_image(t, message)
+        elif msgtype in FAST_ENCODERS:
+            data = FAST_ENCODERS[msgtype](message)
         else:
             data = t.encode(message)
+        self._append(t, data, stamp_ns)
+
+    def write_raw(self, topic: str, msgtype: str, data: bytes, stamp_ns: int, qos: Qos = DEFAULT_QOS) -> None:
+        """Append a message already encoded as CDR (with its encapsulation header) at `stamp_ns`."""
+        if self.closed:
+            raise BagError(f"bag {self.out} is closed")
+        self._append(self._topic(topic, msgtype, qos), data, stamp_ns)
+
+    def _append(self, t: _Topic, data: bytes, stamp_ns: int) -> None:
         self._mcap.add_message(t.channel_id, log_time=stamp_ns, data=data, publish_time=stamp_ns, sequence=t.count)
         t.count += 1
         self.count += 1

@@ -69,6 +69,7 @@ def build_maps(bag: Path, town: str | None = None) -> tuple[dict[str, Any], str]
         ground = load_town(town).ground
         grid = Grid(ground.res, ground.xmin, ground.ymax, ground.data.shape[:2])
         maps: dict[str, LaneMap] = {}
+        seen = np.zeros(grid.shape[0] * grid.shape[1], bool)
         static = info = None
         frame: dict[str, Any] = {}
         stamp = None
@@ -78,11 +79,13 @@ def build_maps(bag: Path, town: str | None = None) -> tuple[dict[str, Any], str]
                 return
             pose = frame["odom"]
             yaw = 2 * math.atan2(pose.orientation.z, pose.orientation.w)
+            labels = frame.get("labels")  # the footprint: once a frame, shared by the models' maps
             for model, mask in frame.get("masks", {}).items():
                 if model not in maps:
                     proj = GroundProjector.from_camera(camera_from_bag(static, info), max_range_m=25.0)
-                    maps[model] = LaneMap(grid, proj)
-                maps[model].add(pose.position.x, pose.position.y, yaw, mask, frame.get("labels"))
+                    maps[model] = LaneMap(grid, proj, seen)
+                maps[model].add(pose.position.x, pose.position.y, yaw, mask, labels)
+                labels = None
 
         topics = ["/tf_static", "/camera/rgb/camera_info", "/odom", LABELS]
         for _, ch, msg, dec in reader.iter_decoded_messages(log_time_order=True):

@@ -179,6 +179,43 @@ def image(ns: int, frame_id: str, pixels: np.ndarray) -> dict[str, Any]:
     }
 
 
+JPEG_QUALITY = 95  # compressed_image_transport's default jpeg_quality (ROS 2)
+PNG_LEVEL = 1  # zlib level: the fastest (image_transport's default is 3); lossless either way
+
+
+def compressed_image(ns: int, frame_id: str, pixels: np.ndarray) -> dict[str, Any]:
+    """sensor_msgs/CompressedImage as image_transport's `compressed` plugin writes it.
+
+    Colour (rgb8) as JPEG, format "rgb8; jpeg compressed bgr8"; mono8 (labels, masks) as PNG,
+    format "mono8; png compressed " (the plugin appends a target format only for colour).
+    """
+    import cv2
+
+    a = np.ascontiguousarray(pixels)
+    if a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3:
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(a, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        fmt = "rgb8; jpeg compressed bgr8"
+    elif a.dtype == np.uint8 and a.ndim == 2:
+        ok, buf = cv2.imencode(".png", a, [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL])
+        fmt = "mono8; png compressed "
+    else:
+        raise ValueError(f"no compressed encoding for {a.dtype} {a.shape} (uint8 HxWx3 or HxW)")
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {a.shape} image")
+    return {"header": header(ns, frame_id), "format": fmt, "data": buf.tobytes()}
+
+
+def compressed_array(msg: Any) -> np.ndarray:
+    """The pixels of a decoded CompressedImage of `compressed_image` (RGB order for colour)."""
+    import cv2
+
+    get = msg.get if isinstance(msg, dict) else lambda k: getattr(msg, k)
+    buf = np.frombuffer(bytes(get("data")), np.uint8)
+    if "jpeg" in get("format"):
+        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+
 def image_array(msg: Any) -> np.ndarray:
     """The pixels of a decoded sensor_msgs/Image (rgb8, mono8, 32FC1), for readers and tests."""
     get = msg.get if isinstance(msg, dict) else lambda k: getattr(msg, k)
@@ -195,6 +232,8 @@ __all__ = [
     "camera_frames",
     "camera_info",
     "camera_matrix",
+    "compressed_array",
+    "compressed_image",
     "image",
     "image_array",
     "odom_transform",

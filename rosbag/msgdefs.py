@@ -46,6 +46,22 @@ MSGDEFS: dict[str, str] = {
         "geometry_msgs/TwistWithCovariance twist\n"
     ),
     "tf2_msgs/TFMessage": "geometry_msgs/TransformStamped[] transforms\n",
+    "sensor_msgs/CompressedImage": "std_msgs/Header header\nstring format\nuint8[] data\n",
+    "builtin_interfaces/Duration": "int32 sec\nuint32 nanosec\n",
+    "std_msgs/ColorRGBA": "float32 r\nfloat32 g\nfloat32 b\nfloat32 a\n",
+    "visualization_msgs/UVCoordinate": "float32 u\nfloat32 v\n",
+    "visualization_msgs/MeshFile": "string filename\nuint8[] data\n",
+    "visualization_msgs/Marker": (
+        "int32 ARROW=0\nint32 CUBE=1\nint32 SPHERE=2\nint32 CYLINDER=3\nint32 LINE_STRIP=4\nint32 LINE_LIST=5\n"
+        "int32 CUBE_LIST=6\nint32 SPHERE_LIST=7\nint32 POINTS=8\nint32 TEXT_VIEW_FACING=9\nint32 MESH_RESOURCE=10\n"
+        "int32 TRIANGLE_LIST=11\nint32 ADD=0\nint32 MODIFY=0\nint32 DELETE=2\nint32 DELETEALL=3\n"
+        "std_msgs/Header header\nstring ns\nint32 id\nint32 type\nint32 action\ngeometry_msgs/Pose pose\n"
+        "geometry_msgs/Vector3 scale\nstd_msgs/ColorRGBA color\nbuiltin_interfaces/Duration lifetime\n"
+        "bool frame_locked\ngeometry_msgs/Point[] points\nstd_msgs/ColorRGBA[] colors\nstring texture_resource\n"
+        "sensor_msgs/CompressedImage texture\nvisualization_msgs/UVCoordinate[] uv_coordinates\nstring text\n"
+        "string mesh_resource\nvisualization_msgs/MeshFile mesh_file\nbool mesh_use_embedded_materials\n"
+    ),
+    "visualization_msgs/MarkerArray": "visualization_msgs/Marker[] markers\n",
 }
 
 SEPARATOR = "=" * 80
@@ -63,6 +79,8 @@ def dependencies(name: str) -> list[str]:
 
     def visit(n: str) -> None:
         for line in MSGDEFS[n].splitlines():
+            if "=" in line:  # a constant (`int32 NAME=1`), not a field
+                continue
             typ = re.sub(r"\[.*\]$", "", line.split()[0])
             if typ not in _PRIMITIVES and typ not in seen:
                 seen.append(typ)

@@ -2,8 +2,10 @@
 
 A viewer that runs where ROS and Foxglove do not: it reads the bag back with
 `mcap-ros2-support` (not with the code that wrote it) and draws, for the frame nearest
-`--time`, every sensor_msgs/Image topic (RGB as is, tag ids in CARLA's palette, depth
-in a colour map to `--max-depth`, masks as grey) above the path of /odom.
+`--time`, every sensor_msgs/Image and CompressedImage topic (RGB as is, tag ids in CARLA's
+palette, depth in a colour map to `--max-depth`, masks as grey), then a top-down view around
+the ego of the frame's visualization_msgs/MarkerArray topics (the map's true markings, each
+model's predicted ground points) beside the path of /odom.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import cv2
 import numpy as np
 
 from plumbing import run_cli
-from rosbag.messages import image_array
+from rosbag.messages import compressed_array, image_array
 from sim.tags import PALETTE
 
 TILE_W = 320
@@ -60,6 +62,47 @@ def _path(xy: np.ndarray, here: np.ndarray, width: int) -> np.ndarray:
     return canvas
 
 
+def _markers_view(arrays: dict[str, object], pose: tuple[float, float, float], size: tuple[int, int]) -> np.ndarray:
+    """Top-down view in the ego's frame (forward up, 5 m behind to 35 m ahead) of the MarkerArrays:
+    LINE_STRIPs in the map frame drawn as lines, POINTS in base_link as dots in the marker's colour."""
+    w, h = size
+    canvas = np.full((h, w, 3), 35, np.uint8)
+    x0, y0, yaw = pose
+    px_m = h / 40.0
+    c, s = np.cos(yaw), np.sin(yaw)
+
+    def to_px(pts: np.ndarray, frame: str) -> np.ndarray:
+        if frame != "base_link":  # map -> ego frame
+            d = pts - (x0, y0)
+            pts = np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], 1)
+        return np.stack([w / 2 - pts[:, 1] * px_m, h - (pts[:, 0] + 5.0) * px_m], 1).round().astype(np.int32)
+
+    legend = []
+    for topic, arr in sorted(arrays.items(), key=lambda kv: kv[0] != "/lane_markings/true"):
+        for mk in arr.markers:
+            if mk.action != 0 or not len(mk.points):
+                continue
+            pts = to_px(np.array([(p.x, p.y) for p in mk.points]), mk.header.frame_id)
+            rgb = tuple(int(255 * v) for v in (mk.color.r, mk.color.g, mk.color.b))
+            if mk.type == 4:  # LINE_STRIP
+                cv2.polylines(
+                    canvas, [pts.reshape(-1, 1, 2)], False, rgb, max(2, round(mk.scale.x * px_m)), cv2.LINE_AA
+                )
+            else:
+                for u, v in pts:
+                    cv2.circle(canvas, (int(u), int(v)), 2 if not legend else 1, rgb, -1)  # later models on top
+                legend.append((topic, rgb))
+    ego = np.array([[w / 2, h - 5 * px_m - 10], [w / 2 - 5, h - 5 * px_m + 4], [w / 2 + 5, h - 5 * px_m + 4]])
+    cv2.fillPoly(canvas, [ego.astype(np.int32)], (250, 250, 250))
+    entries = [("/lane_markings/true", (240, 240, 240)), *legend]
+    canvas[: 22 + 15 * len(entries), :200] //= 3  # darken behind the legend
+    cv2.putText(canvas, "markers, ego frame (40 m)", (6, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1,
+                cv2.LINE_AA)  # fmt: skip
+    for k, (topic, rgb) in enumerate(entries):
+        cv2.putText(canvas, topic, (6, 32 + 15 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.38, rgb, 1, cv2.LINE_AA)
+    return canvas
+
+
 def render(bag: Path, at_s: float | None = None, max_depth: float = 60.0) -> np.ndarray:
     """RGB image of the frame nearest `at_s` (default: the middle of the bag)."""
     from mcap.reader import make_reader
@@ -77,14 +120,25 @@ def render(bag: Path, at_s: float | None = None, max_depth: float = 60.0) -> np.
         raise ValueError(f"{bag} has no /odom messages to find frames by")
     target = times[len(times) // 2] if at_s is None else min(times, key=lambda t: abs(t - at_s * 1e9))
     images: dict[str, np.ndarray] = {}
+    markers: dict[str, object] = {}
+    yaw = 0.0
     with open(files[0], "rb") as f:
         reader = make_reader(f, decoder_factories=[DecoderFactory()])
         for schema, ch, msg, dec in reader.iter_decoded_messages():
             if ch.topic == "/odom":
                 p = dec.pose.pose.position
                 odom.append((msg.log_time, p.x, p.y))
-            elif schema.name == "sensor_msgs/msg/Image" and msg.log_time == target:
+                if msg.log_time == target:
+                    q = dec.pose.pose.orientation
+                    yaw = 2 * float(np.arctan2(q.z, q.w))
+            elif msg.log_time != target:
+                continue
+            elif schema.name == "sensor_msgs/msg/Image":
                 images[ch.topic] = image_array(dec)
+            elif schema.name == "sensor_msgs/msg/CompressedImage":
+                images[ch.topic] = compressed_array(dec)
+            elif schema.name == "visualization_msgs/msg/MarkerArray":
+                markers[ch.topic] = dec
     tiles = [_tile(t, images[t], max_depth) for t in sorted(images, key=_order)]
     while len(tiles) % 2:
         tiles.append(np.zeros_like(tiles[0]))
@@ -93,7 +147,12 @@ def render(bag: Path, at_s: float | None = None, max_depth: float = 60.0) -> np.
     grid = np.vstack([np.hstack(tiles[i : i + 2]) for i in range(0, len(tiles), 2)])
     xy = np.array([(x, y) for _, x, y in odom])
     here = next(np.array((x, y)) for t, x, y in odom if t == target)
-    return np.vstack([grid, _path(xy, here, grid.shape[1])])
+    if not markers:
+        return np.vstack([grid, _path(xy, here, grid.shape[1])])
+    top = _markers_view(markers, (float(here[0]), float(here[1]), yaw), (TILE_W, 320))
+    path = _path(xy, here, grid.shape[1] - TILE_W)
+    path = np.vstack([path, np.full((320 - path.shape[0], path.shape[1], 3), 245, np.uint8)])
+    return np.vstack([grid, np.hstack([top, path])])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,12 @@ launch file expects them by default (docs/rosbag.md):
     /camera/lane_mask/MODEL/image_raw     sensor_msgs/Image mono8, 255 where MODEL sees a marking
     /odom                                 nav_msgs/Odometry (the true ego pose)
     /tf, /tf_static                       tf2_msgs/TFMessage (map -> odom -> base_link -> camera)
+    /lane_markings/true                   visualization_msgs/MarkerArray, the map's markings near the ego
+    /lane_markings/MODEL                  visualization_msgs/MarkerArray, MODEL's marking points on the ground
 
+With `compressed`, the RGB, label and mask images are written as image_transport's
+`compressed` plugin publishes them instead (`<image topic>/compressed`, sensor_msgs/
+CompressedImage): RGB as JPEG, labels and masks as PNG (lossless); depth stays raw 32FC1.
 Every message of a frame is stamped with the frame's simulation time.
 """
 
@@ -23,6 +28,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +37,9 @@ from rosbag.bag import LATCHED_QOS, BagError, BagWriter
 from sim.types import CameraSpec, EgoState, Observation
 
 IMAGE = "sensor_msgs/Image"
+COMPRESSED = "sensor_msgs/CompressedImage"
+MARKERS = "visualization_msgs/MarkerArray"
+TRUE_MARKINGS = "/lane_markings/true"
 CAMERA_INFO = "sensor_msgs/CameraInfo"
 ODOMETRY = "nav_msgs/Odometry"
 TF = "tf2_msgs/TFMessage"
@@ -51,6 +60,10 @@ def mask_topic(model: str) -> str:
     return f"/camera/lane_mask/{topic_token(model)}/image_raw"
 
 
+def marker_topic(model: str) -> str:
+    return f"/lane_markings/{topic_token(model)}"
+
+
 class BagRecorder:
     """Writes episodes as bags: `episode(name)` opens one, `record(obs, masks)` adds a frame.
 
@@ -59,10 +72,30 @@ class BagRecorder:
     `sim.depth`, right only for the embedded world's flat ground.
     """
 
-    def __init__(self, out: str | Path, overwrite: bool = False, depth: bool = True, per_episode: bool = False):
+    def __init__(
+        self,
+        out: str | Path,
+        overwrite: bool = False,
+        depth: bool = True,
+        per_episode: bool = False,
+        compressed: bool = False,
+        markers: bool = True,
+        town: Any = None,
+        lane_mapper: Any = None,
+    ):
+        """`town`: the embedded `Town` whose markings `/lane_markings/true` shows (default: the
+        observation's town by name; none for a CARLA run). `markers=False` leaves both marker kinds out.
+        `lane_mapper` (`harness.lanemap.LaneMapper`) is fed the same frames (not timed in `seconds`)."""
+        self.lane_mapper = lane_mapper
         self.out = Path(out)
         self.depth = depth
         self.per_episode = per_episode
+        self.compressed = compressed
+        self.markers = markers
+        self._town = town
+        self._true: Any = None  # rosbag.markers.TrueMarkings, made on the first frame
+        self._projectors: dict[tuple, Any] = {}
+        self._colours: dict[str, tuple] = {}
         self.seconds = 0.0  # wall time spent converting and writing [s]
         self.frames = 0
         self.bags: list[Path] = []
@@ -98,9 +131,13 @@ class BagRecorder:
             self._camera(w, ns, i, cam.spec, cam.rgb, cam.labels)
         optical = m.camera_frames(obs.camera.spec.name)[1]
         for model, mask in (masks or {}).items():
-            w.write(mask_topic(model), IMAGE, m.image(ns, optical, np.where(mask, 255, 0).astype(np.uint8)), ns)
+            self._image(w, mask_topic(model), ns, optical, np.where(mask, 255, 0).astype(np.uint8))
+        if self.markers:
+            self._markers(w, ns, obs, masks or {})
         self.frames += 1
         self.seconds += time.perf_counter() - t0
+        if self.lane_mapper is not None:
+            self.lane_mapper.record(obs, masks)
 
     def record_frame(
         self,
@@ -123,8 +160,39 @@ class BagRecorder:
             w.write("/tf_static", TF, m.static_transforms(ns, [spec]), ns, LATCHED_QOS)
         self._ego(w, ns, ego)
         self._camera(w, ns, 0, spec, rgb, labels)
+        if self.markers and town:
+            self._true_markings(w, ns, ego, town)
         self.frames += 1
         self.seconds += time.perf_counter() - t0
+
+    def _image(self, w: BagWriter, topic: str, ns: int, frame_id: str, pixels: np.ndarray) -> None:
+        """A raw Image on `topic`, or with `compressed` a CompressedImage on `topic/compressed`."""
+        if self.compressed:
+            w.write(f"{topic}/compressed", COMPRESSED, m.compressed_image(ns, frame_id, pixels), ns)
+        else:
+            w.write(topic, IMAGE, m.image(ns, frame_id, pixels), ns)
+
+    def _markers(self, w: BagWriter, ns: int, obs: Observation, masks: dict[str, np.ndarray]) -> None:
+        from rosbag import markers as mk
+
+        self._true_markings(w, ns, obs.ego, obs.town)
+        for model, mask in masks.items():
+            key = (obs.camera.spec, mask.shape)
+            if key not in self._projectors:
+                from harness.drivers import GroundProjector
+
+                self._projectors[key] = GroundProjector.from_camera(obs.camera.spec, mask.shape, max_range_m=25.0)
+            colour = self._colours.setdefault(model, mk.MODEL_COLOURS[len(self._colours) % len(mk.MODEL_COLOURS)])
+            pts = self._projectors[key].points(mask.astype(bool))
+            w.write(marker_topic(model), MARKERS, mk.predicted_points(ns, model, pts, colour), ns)
+
+    def _true_markings(self, w: BagWriter, ns: int, ego: EgoState, town: str) -> None:
+        from rosbag.markers import TrueMarkings
+
+        if self._true is None:
+            self._true = TrueMarkings(_markings(self._town, town))
+        if self._true.xy.size:
+            w.write_raw(TRUE_MARKINGS, MARKERS, self._true.encoded(ns, ego.x, ego.y), ns)
 
     def _ego(self, w: BagWriter, ns: int, ego: EgoState) -> None:
         rate = 0.0
@@ -141,11 +209,11 @@ class BagRecorder:
         cam_ns = camera_namespace(index, spec.name)
         optical = m.camera_frames(spec.name)[1]
         info = m.camera_info(ns, spec)
-        w.write(f"{cam_ns}/rgb/image_rect_color", IMAGE, m.image(ns, optical, rgb), ns)
+        self._image(w, f"{cam_ns}/rgb/image_rect_color", ns, optical, rgb)
         w.write(f"{cam_ns}/rgb/camera_info", CAMERA_INFO, info, ns, same_but_stamp=spec)
         if labels is None:
             return
-        w.write(f"{cam_ns}/semantic/image_raw", IMAGE, m.image(ns, optical, labels), ns)
+        self._image(w, f"{cam_ns}/semantic/image_raw", ns, optical, labels)
         if self.depth:
             from sim.depth import depth_image
 
@@ -168,6 +236,18 @@ class BagRecorder:
             self._writer = None
 
 
+def _markings(town: Any, name: str) -> list[Any]:
+    """The marking polylines of `town`, or of the embedded town called `name` (none if unknown)."""
+    if town is None:
+        from sim.embedded.town import load_town
+
+        try:
+            town = load_town(name)
+        except KeyError:
+            return []
+    return list(town.network.markings)
+
+
 def _looks_like_bags(path: Path) -> bool:
     if path.is_file():
         return False
@@ -178,4 +258,4 @@ def _looks_like_bags(path: Path) -> bool:
     )
 
 
-__all__ = ["BagRecorder", "camera_namespace", "mask_topic", "topic_token"]
+__all__ = ["BagRecorder", "camera_namespace", "marker_topic", "mask_topic", "topic_token"]

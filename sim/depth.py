@@ -56,16 +56,28 @@ def depth_image(spec: CameraSpec, labels: np.ndarray) -> np.ndarray:
     if labels.shape != ground_t.shape:
         raise ValueError(f"labels {labels.shape} do not match camera {spec.name!r} ({spec.height}x{spec.width})")
     is_ground = _IS_GROUND[labels] & down
-    h = labels.shape[0]
-    # Row of the nearest ground pixel at or below each pixel (h: none): a running min from the
-    # bottom (a running max would pick the bottom row, the ground nearest the camera, for all).
-    rows = np.where(is_ground, np.arange(h, dtype=np.int16)[:, None], np.int16(h))
-    below = np.minimum.accumulate(rows[::-1], axis=0)[::-1]
-    foot = np.take_along_axis(ground_range, np.minimum(below, h - 1).astype(np.intp), axis=0)
-    depth = np.where(below < h, foot * inv_horiz, np.float32(np.nan))
-    depth = np.where(is_ground, ground_t, depth)
+    h, w = labels.shape
+    # Flat index of the nearest ground pixel at or below each pixel (h * w: none): a running min
+    # from the bottom of row * w + column, which keeps the column (a running max would pick the
+    # bottom row, the ground nearest the camera, for all); one gather instead of take_along_axis.
+    flat = np.where(is_ground, _flat_index(h, w), np.int32(h * w))
+    below = np.minimum.accumulate(flat[::-1], axis=0)[::-1]
+    foot = _range_or_nan(spec)[below]  # index h * w is the appended NaN: no ground below
+    depth = foot * inv_horiz
+    np.copyto(depth, ground_t, where=is_ground)
     depth[labels == tags.SKY] = np.inf
     return depth
+
+
+@lru_cache(maxsize=8)
+def _flat_index(h: int, w: int) -> np.ndarray:
+    return np.arange(h * w, dtype=np.int32).reshape(h, w)
+
+
+@lru_cache(maxsize=8)
+def _range_or_nan(spec: CameraSpec) -> np.ndarray:
+    """The ground hits' horizontal ranges, flat, with a NaN appended (for "no ground below")."""
+    return np.append(_rays(spec)[1].ravel(), np.float32(np.nan))
 
 
 __all__ = ["GROUND_TAGS", "depth_image"]

@@ -21,7 +21,7 @@ from rosbag import messages as m
 from rosbag.bag import METADATA_VERSION, BagWriter
 from rosbag.export import main as export_main
 from rosbag.msgdefs import MSGDEFS, ros_type, schema_text
-from rosbag.recorder import BagRecorder, mask_topic
+from rosbag.recorder import TRUE_MARKINGS, BagRecorder, marker_topic, mask_topic
 from scenarios import load_scenario
 from sim.backend import make_backend
 from sim.camera import optical_to_vehicle
@@ -74,7 +74,8 @@ def test_counts_stamps_and_metadata(run_bag) -> None:
     bag, scenario = run_bag
     topics = _read(bag)
     per_frame = [RGB, "/camera/rgb/camera_info", "/camera/semantic/image_raw", "/camera/depth_registered/image_raw",
-                 "/camera/depth_registered/camera_info", mask_topic("truth"), "/odom", "/tf"]  # fmt: skip
+                 "/camera/depth_registered/camera_info", mask_topic("truth"), "/odom", "/tf", TRUE_MARKINGS,
+                 marker_topic("truth")]  # fmt: skip
     assert sorted(topics) == sorted([*per_frame, "/tf_static"])
     assert len(topics["/tf_static"]) == 1
     for t in per_frame:
@@ -82,7 +83,7 @@ def test_counts_stamps_and_metadata(run_bag) -> None:
         assert len(stamps) == FRAMES, t
         assert stamps == [round(k * scenario.dt * 1e9) for k in range(FRAMES)], t  # sim time, 20 Hz
         for lt, msg in topics[t]:
-            head = msg.header if t != "/tf" else msg.transforms[0].header
+            head = msg.transforms[0].header if t == "/tf" else msg.markers[0].header if "markings" in t else msg.header
             assert head.stamp.sec * 10**9 + head.stamp.nanosec == lt
     text = (bag / "metadata.yaml").read_text()
     assert "\\\n" not in text  # one line per scalar (no folded double-quoted lines), as rosbag2 writes them
@@ -221,7 +222,7 @@ def test_export_cli_errors(run_bag, tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_dataset_export_concatenates_episodes_with_monotonic_stamps(tmp_path: Path) -> None:
     from collect.record import main as record_main
-    from dataset.format import read_index, read_rgb
+    from dataset.format import read_index, read_labels, read_rgb
 
     data = tmp_path / "data"
     args = ["--episodes", "2", "--episode-frames", "4", "--width", "96", "--height", "48", "--seed", "7"]
@@ -234,6 +235,11 @@ def test_dataset_export_concatenates_episodes_with_monotonic_stamps(tmp_path: Pa
     for (_, msg), r in zip(topics[RGB], rows, strict=True):
         assert np.array_equal(m.image_array(msg), read_rgb(data / r["rgb"]))
     assert _read(tmp_path / "bag")["/camera/rgb/camera_info"][0][1].width == 96
+    assert export_main([str(data), "--out", str(tmp_path / "jpeg"), "--compressed", "--no-progress"]) == 0
+    small = _read(tmp_path / "jpeg")
+    labels = small["/camera/semantic/image_raw/compressed"]
+    assert RGB not in small and len(small[f"{RGB}/compressed"]) == 8 and len(labels) == 8
+    assert np.array_equal(m.compressed_array(labels[3][1]), read_labels(data / rows[3]["label"]))
 
 
 def test_run_export_simulates_the_same_frames_again(run_bag, tmp_path: Path) -> None:
@@ -244,7 +250,9 @@ def test_run_export_simulates_the_same_frames_again(run_bag, tmp_path: Path) -> 
     summary = json.loads((run / "summary.json").read_text())
     summary["command"] = f"python run_sim.py --frames {FRAMES}"  # the loop above was not started from the CLI
     (run / "summary.json").write_text(json.dumps(summary))
-    assert export_main([str(run), "--out", str(tmp_path / "again"), "--no-progress"]) == 0
+    from rosbag.export import export_run
+
+    export_run(run, tmp_path / "again", workers=2)  # two simulator processes rendering frames in turn
     live, again = _raw(bag), _raw(tmp_path / "again")
     assert mask_topic("truth") not in again  # masks only with --masks (the models run again)
     for t in (RGB, "/camera/depth_registered/image_raw", "/odom", "/tf"):
@@ -305,6 +313,8 @@ def test_lane_map_of_true_masks_scores_high_and_a_shifted_pose_scores_low(run_ba
 
 
 def test_run_sim_rosbag_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
     torch = pytest.importorskip("torch")
     import run_sim
     from perception.checkpoint import CheckpointMeta, save_checkpoint
@@ -317,6 +327,147 @@ def test_run_sim_rosbag_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert run_sim.main([*fast, "--out", str(tmp_path / "run"), "--rosbag", str(tmp_path / "bag")]) == 0
     topics = _read(tmp_path / "bag")
     assert len(topics[mask_topic("tiny")]) == 3 and len(topics[RGB]) == 3
+    lanemap = json.loads((tmp_path / "run" / "lanemap" / "lanemap.json").read_text())  # on with --rosbag
+    assert lanemap["models"]["tiny"]["frames"] == 3 and (tmp_path / "run" / "lanemap" / "lanemap_tiny.png").exists()
+    from harness.report import _lanemap_section  # what write_report puts under "Lane map" (no plots: fast)
+
+    section = _lanemap_section(tmp_path / "run")
+    assert "recall (completeness) within 0.2 m" in section and "<td>tiny</td>" in section
+    assert section.count("data:image/png;base64,") == 1  # the model's top-down map, inlined
+    from harness.lanemap import LaneMapper
+
+    alone = run_sim._recorder(run_sim.build_parser().parse_args([*fast, "--lanemap"]), tmp_path / "run3")
+    assert isinstance(alone, LaneMapper) and alone.town.name == "Town03"  # --lanemap without a bag: the mapper alone
     capsys.readouterr()
     assert run_sim.main([*fast, "--out", str(tmp_path / "run2"), "--rosbag", str(tmp_path / "run2")]) == 1
     assert "is the run folder" in capsys.readouterr().err
+
+
+def test_fast_encoders_equal_the_librarys_encoding() -> None:
+    from mcap_ros2._dynamic import serialize_dynamic
+
+    from rosbag import markers as mk
+    from rosbag.cdr import encode_compressed_image, encode_marker_array, encode_odometry, encode_tf_message
+
+    def library(msgtype: str):
+        full = ros_type(msgtype)
+        return serialize_dynamic(full, schema_text(msgtype))[full]
+
+    rng = np.random.default_rng(1)
+    pts = rng.normal(size=(5, 3))
+    strip = mk.marker(m.sim_ns(3.05), "map", "solid", 17, mk.LINE_STRIP, pts, (1, 0.8, 0.1, 1), 0.15)
+    strip["colors"] = rng.random((5, 4)).astype(np.float32)
+    strip["uv_coordinates"] = [{"u": 0.25, "v": 0.5}]
+    strip["text"], strip["mesh_file"] = "odd length", {"filename": "a", "data": b"xyz"}
+    msg = {"markers": [mk.delete_all(7, "map"), strip, mk.marker(9, "base_link", "p", 0, mk.POINTS, np.zeros((0, 3)),
+                                                                 (0, 1, 0, 1), 0.2)]}  # fmt: skip
+    as_dicts = {"markers": [{**x, "points": [dict(zip("xyz", p, strict=True)) for p in x["points"].tolist()],
+                             "colors": [dict(zip("rgba", c, strict=True)) for c in x["colors"].tolist()]}
+                            for x in msg["markers"]]}  # fmt: skip
+    assert encode_marker_array(msg) == library("visualization_msgs/MarkerArray")(as_dicts)
+    from sim.embedded.town import load_town
+
+    true = mk.TrueMarkings(load_town("Town03").network.markings)  # cached fragments, stamps written in place
+    for ns, (x, y) in [(0, (0.0, 0.0)), (m.sim_ns(2.5), tuple(true.xy[40])), (m.sim_ns(7.75), tuple(true.xy[900]))]:
+        assert true.encoded(ns, x, y) == encode_marker_array(true.message(ns, x, y))
+    img = m.compressed_image(m.sim_ns(1.5), "cam", rng.integers(0, 256, (6, 9), dtype=np.uint8))
+    assert encode_compressed_image(img) == library("sensor_msgs/CompressedImage")(img)
+    odom = m.odometry(m.sim_ns(0.35), 1.5, -2.25, 0.0, 0.3, 8.0, -0.1)
+    assert encode_odometry(odom) == library("nav_msgs/Odometry")(odom)
+    spec = load_scenario("town03_clear").cameras[0]
+    for tf in (m.static_transforms(5, [spec]), m.odom_transform(m.sim_ns(2.05), 3.0, 4.0, 0.0, -1.2)):
+        assert encode_tf_message(tf) == library("tf2_msgs/TFMessage")(tf)
+
+
+def test_marker_arrays_show_the_true_markings_and_the_models_points(run_bag) -> None:
+    typesys = pytest.importorskip("rosbags.typesys")
+    rosbag2 = pytest.importorskip("rosbags.rosbag2")
+    from rosbag.markers import DELETEALL, LIFETIME_S, LINE_STRIP, POINTS
+    from sim.embedded.town import load_town
+
+    bag, scenario = run_bag
+    store = typesys.get_typestore(typesys.Stores.ROS2_HUMBLE)
+    got: dict[str, list] = {}
+    with rosbag2.Reader(bag) as reader:  # Humble's own MarkerArray layout
+        conns = [c for c in reader.connections if c.msgtype == "visualization_msgs/msg/MarkerArray"]
+        for conn, stamp, raw in reader.messages(connections=conns):
+            got.setdefault(conn.topic, []).append((stamp, store.deserialize_cdr(raw, conn.msgtype)))
+    assert sorted(got) == sorted([TRUE_MARKINGS, marker_topic("truth")])
+    town = load_town(scenario.town)
+    odom = {lt: msg.pose.pose for lt, msg in _read(bag)["/odom"]}
+    for stamp, arr in got[TRUE_MARKINGS]:
+        first, *strips = arr.markers
+        assert first.action == DELETEALL and len(strips) >= 3
+        ids = [(s.ns, s.id) for s in strips]
+        assert len(set(ids)) == len(ids)  # (namespace, id) unique in a frame
+        ego = odom[stamp].position
+        for s in strips:
+            assert s.type == LINE_STRIP and s.header.frame_id == "map" and s.ns in {"solid", "dashed", "double", "stop",
+                                                                                    "crosswalk"}  # fmt: skip
+            assert s.header.stamp.sec * 10**9 + s.header.stamp.nanosec == stamp
+            assert s.lifetime.sec + s.lifetime.nanosec * 1e-9 == LIFETIME_S and s.scale.x > 0 and s.color.a == 1
+            pts = np.array([(p.x, p.y) for p in s.points])
+            assert np.array_equal(pts, town.network.markings[s.id].points[:, :2])  # id: the town's marking
+            assert np.hypot(pts[:, 0] - ego.x, pts[:, 1] - ego.y).min() <= 30.0  # near the ego
+        assert len({s.id for s in strips}) == len(strips)
+    # The truth "model"'s points, in base_link, moved to the map: on the town's RoadLine raster.
+    g = town.ground
+    near = 0
+    total = 0
+    for stamp, arr in got[marker_topic("truth")]:
+        _, pts_marker = arr.markers
+        assert pts_marker.type == POINTS and pts_marker.header.frame_id == "base_link"
+        p, pose = np.array([(q.x, q.y) for q in pts_marker.points]), odom[stamp]
+        yaw = 2 * math.atan2(pose.orientation.z, pose.orientation.w)
+        wx = pose.position.x + math.cos(yaw) * p[:, 0] - math.sin(yaw) * p[:, 1]
+        wy = pose.position.y + math.sin(yaw) * p[:, 0] + math.cos(yaw) * p[:, 1]
+        r, c = ((g.ymax - wy) / g.res).astype(int), ((wx - g.xmin) / g.res).astype(int)
+        k = 3  # 0.18 m: a point is its 0.2 m cell's centre
+        win = [g.data[max(a - k, 0) : a + k + 1, max(b - k, 0) : b + k + 1, 0] for a, b in zip(r, c, strict=True)]
+        near += sum(bool((w == ROAD_LINE).any()) for w in win)
+        total += len(p)
+    assert total > 100 and near / total > 0.9
+
+
+def test_compressed_images_decode_to_the_frames(tmp_path: Path) -> None:
+    rosbag2 = pytest.importorskip("rosbags.rosbag2")
+    typesys = pytest.importorskip("rosbags.typesys")
+    store = typesys.get_typestore(typesys.Stores.ROS2_HUMBLE)
+    scenario = load_scenario("town03_clear")
+    rec = BagRecorder(tmp_path / "bag", compressed=True)
+    with make_backend("embedded") as backend:
+        frames = [backend.reset(scenario)] + [backend.step(None) for _ in range(2)]
+    for obs in frames:
+        rec.record(obs, {"truth": obs.camera.labels == ROAD_LINE})
+    rec.close()
+    got: dict[str, list] = {}
+    with rosbag2.Reader(tmp_path / "bag") as reader:
+        for conn, _, raw in reader.messages():
+            got.setdefault(conn.topic, []).append(store.deserialize_cdr(raw, conn.msgtype))
+    assert RGB not in got and "/camera/semantic/image_raw" not in got  # compressed instead of raw
+    assert "/camera/depth_registered/image_raw" in got  # depth stays raw 32FC1
+    rgb, lab, mask = (got[f"{t}/compressed"] for t in (RGB, "/camera/semantic/image_raw", mask_topic("truth")))
+    assert rgb[0].format == "rgb8; jpeg compressed bgr8" and lab[0].format == "mono8; png compressed "
+    for k, obs in enumerate(frames):
+        cam = obs.camera
+        assert bytes(rgb[k].data[:2]) == b"\xff\xd8" and rgb[k].header.frame_id == "front_camera_optical_frame"
+        diff = np.abs(m.compressed_array(rgb[k]).astype(int) - cam.rgb.astype(int))
+        assert diff.mean() < 3 and np.percentile(diff, 99) < 24  # JPEG at quality 95
+        assert np.array_equal(m.compressed_array(lab[k]), cam.labels)  # PNG: lossless
+        assert np.array_equal(m.compressed_array(mask[k]) == 255, cam.labels == ROAD_LINE)
+
+
+def test_preview_draws_the_images_and_the_markers(run_bag, tmp_path: Path) -> None:
+    from rosbag.preview import TILE_W
+    from rosbag.preview import main as preview_main
+
+    bag, _ = run_bag
+    assert preview_main([str(bag), "--out", str(tmp_path / "p.png")]) == 0
+    import cv2
+
+    img = cv2.imread(str(tmp_path / "p.png"))[..., ::-1]
+    assert img.shape[1] == 2 * TILE_W
+    panel = img[-320:, :TILE_W].astype(int)  # the top-down markers view, bottom left
+    green = (panel[..., 1] > 180) & (panel[..., 0] < 120)  # the first model's predicted points
+    white = (panel > 200).all(-1)  # the true markings (and the labels' text)
+    assert green.sum() > 50 and white.sum() > 200
