@@ -104,6 +104,14 @@ def test_prune_gives_a_smaller_normal_checkpoint(data: Path, tmp_path: Path) -> 
     assert count_params(after) < 0.35 * count_params(before)  # half the channels: about a quarter of the weights
     assert meta.metrics["prune"]["params_after"] == count_params(after)
     assert "val_iou" in meta.metrics
+    assert meta.metrics["prune"]["fine_tune"]["steps"] == 4  # 16 frames / 4 a batch, one epoch
+    # a CPU budget: fine-tunes (augmented) until it is spent, many epochs allowed, and records what it took
+    _, bmeta = prune_mod.prune_checkpoint(
+        parent, 0.5, [str(data)], 1000, tmp_path / "p50b.pth", 4, budget_cpu_min=0.01, augment=True
+    )
+    ft = bmeta.metrics["prune"]["fine_tune"]
+    assert ft["train_cpu_s"] >= 0.6 and ft["budget_cpu_min"] == 0.01 and ft["augment"] is True
+    assert 1 <= ft["epochs_run"] < 1000 and ft["steps"] >= 1
     x = torch.randn(1, 3, *SIZE)
     with torch.no_grad():
         assert after(x).shape == before(x).shape == (1, 1, *SIZE)
