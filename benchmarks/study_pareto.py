@@ -58,18 +58,18 @@ def make_model(arch: str, kwargs: dict[str, Any]) -> torch.nn.Module:
     return build_model(arch, **kwargs).eval()
 
 
-def onnx_files(model: torch.nn.Module, folder: Path) -> tuple[Path, Path]:
+def onnx_files(model: torch.nn.Module, folder: Path, size: tuple[int, int] = SIZE) -> tuple[Path, Path]:
     """Float ONNX and its ORT static int8 QDQ (per-channel, MinMax, calibrated on seeded noise)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from quant.export import _onnx_proto, _save
 
-    proto = _onnx_proto(model, SIZE)
+    proto = _onnx_proto(model, size)
     float_path, int8_path = folder / "float.onnx", folder / "int8.onnx"
     _save(proto, float_path)
     rng = np.random.default_rng(0)
     name = proto.graph.input[0].name
-    frames = iter([{name: rng.standard_normal((1, 3, *SIZE), dtype=np.float32)} for _ in range(8)])
+    frames = iter([{name: rng.standard_normal((1, 3, *size), dtype=np.float32)} for _ in range(8)])
 
     class Reader:
         def get_next(self) -> dict[str, np.ndarray] | None:

@@ -76,7 +76,7 @@ def test_flops_counter_against_hand_computed_convs() -> None:
     assert count_flops(build_model("unet"), (160, 320)) == 6_415_974_400
 
 
-@pytest.mark.parametrize(("arch", "kwargs"), [("unet_ds", {}), ("lanelite", {})])
+@pytest.mark.parametrize(("arch", "kwargs"), [("unet_ds", {}), ("lanelite", {}), ("lanefast", {})])
 def test_light_designs_cost_under_an_eighth_of_unet_w16(arch: str, kwargs: dict) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -199,7 +199,10 @@ def test_train_with_teacher_uses_and_records_the_term(data: Path, tmp_path: Path
 # ----------------------------------------------------------------------------- int8 paths
 
 
-@pytest.fixture(scope="module", params=[("unet_ds", {"base_width": 8, "depth": 3}), ("lanelite", {"width": 8})])
+@pytest.fixture(
+    scope="module",
+    params=[("unet_ds", {"base_width": 8, "depth": 3}), ("lanelite", {"width": 8}), ("lanefast", {"width": 8})],
+)
 def light_ckpt(request, data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     arch, kwargs = request.param
     return _fit(arch, kwargs, data, tmp_path_factory.mktemp(arch) / "float.pth", steps=60)
