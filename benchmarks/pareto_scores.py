@@ -96,8 +96,10 @@ def run_trained(
     threads: int,
     runs: int,
     rounds: int,
+    score: bool = True,
 ) -> dict[str, Any]:
-    """Every column of the trained study, as plain data (also written to work/scores.json)."""
+    """Every column of the trained study, as plain data (also written to work/scores.json);
+    `score=False` keeps cached scores and leaves the others NaN (costs and latency only)."""
     from benchmarks.profile_int8 import peak_int8_gflops
     from collect.real_dev import dev_root, import_dev_sets
     from dataset.reader import LaneDataset
@@ -126,7 +128,14 @@ def run_trained(
             cached = work / name.replace(" ", "_") / "scores.json"  # a rerun scores only new checkpoints
             key = {"checkpoint": str(ckpt), "mtime": ckpt.stat().st_mtime, "test": test, "real": sorted(real)}
             old = json.loads(cached.read_text()) if cached.exists() else {}
-            if old.get("key") != key:
+            if old.get("key") != key and not score:
+                nan = float("nan")
+                old = {
+                    "scores": {
+                        f"{k}_{m}": nan for k in ("float", "int8") for m in ("test_iou", *map("{}_f1".format, real))
+                    }
+                }
+            elif old.get("key") != key:
                 old = {"key": key, "scores": scores(ckpt, onnx[name], test, real, threads)}
                 cached.write_text(json.dumps(old) + "\n", encoding="utf-8")
             row.update(old["scores"])
@@ -189,7 +198,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     panels += [(f"int8_{s}_f1", f"real F1 @3px, {s} (int8)") for s in real]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels, strict=True):
-        pts = [(n, r["int8_ov_ms"], r[key]) for n, r in rows.items()]
+        pts = [(n, r["int8_ov_ms"], r[key]) for n, r in rows.items() if r[key] == r[key]]  # NaN: not scored
         on = set(front(pts))
         for n, c, q in pts:
             ax.scatter(c, q, color="tab:red" if n in on else "tab:gray", zorder=3)

@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--test-data", action="append", default=[], help="held-out test recording (repeatable)")
     g.add_argument("--work", default="build/pareto", help="quantized files and scores.json (default build/pareto)")
     g.add_argument("--plot", help="PNG of the front (with --trained)")
+    g.add_argument(
+        "--score", action=argparse.BooleanOptionalAction, default=True, help="--no-score: costs and latency only"
+    )
     args = p.parse_args(argv)
     if args.trained:
         return main_trained(args)
@@ -213,7 +216,9 @@ def main_trained(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    result = run_trained(trained, args.calib_data, args.test_data, work, args.threads, args.runs, args.rounds)
+    result = run_trained(
+        trained, args.calib_data, args.test_data, work, args.threads, args.runs, args.rounds, args.score
+    )
     text = table(result, next(iter(trained)))
     print(text)
     if args.out:
