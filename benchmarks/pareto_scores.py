@@ -158,7 +158,9 @@ def table(result: dict[str, Any], base: str) -> str:
     """Markdown table; speed-ups against candidate `base`."""
     rows = result["rows"]
     b = rows[base]
-    real = sorted({k[len("int8_") : -len("_f1")] for r in rows.values() for k in r if k.endswith("_f1")})
+    real = sorted(
+        {k[len("int8_") : -len("_f1")] for r in rows.values() for k in r if k.startswith("int8_") and k.endswith("_f1")}
+    )
     head = ["candidate", "GFLOPs", "params M", ".pth MB", "int8 .onnx MB", "train CPU-min"]
     head += ["test IoU float", "test IoU int8 PTQ"] + [f"F1@3px {s} int8" for s in real]
     head += ["int8 OpenVINO ms (vs base)", "floor ms", "x floor"]
@@ -193,7 +195,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = result["rows"]
-    real = sorted({k[len("int8_") : -len("_f1")] for r in rows.values() for k in r if k.endswith("_f1")})
+    real = sorted(
+        {k[len("int8_") : -len("_f1")] for r in rows.values() for k in r if k.startswith("int8_") and k.endswith("_f1")}
+    )
     panels = [("int8_test_iou", "sim test IoU (int8, unseen town + weathers)")]
     panels += [(f"int8_{s}_f1", f"real F1 @3px, {s} (int8)") for s in real]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
