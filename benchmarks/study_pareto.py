@@ -58,18 +58,18 @@ def make_model(arch: str, kwargs: dict[str, Any]) -> torch.nn.Module:
     return build_model(arch, **kwargs).eval()
 
 
-def onnx_files(model: torch.nn.Module, folder: Path) -> tuple[Path, Path]:
+def onnx_files(model: torch.nn.Module, folder: Path, size: tuple[int, int] = SIZE) -> tuple[Path, Path]:
     """Float ONNX and its ORT static int8 QDQ (per-channel, MinMax, calibrated on seeded noise)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from quant.export import _onnx_proto, _save
 
-    proto = _onnx_proto(model, SIZE)
+    proto = _onnx_proto(model, size)
     float_path, int8_path = folder / "float.onnx", folder / "int8.onnx"
     _save(proto, float_path)
     rng = np.random.default_rng(0)
     name = proto.graph.input[0].name
-    frames = iter([{name: rng.standard_normal((1, 3, *SIZE), dtype=np.float32)} for _ in range(8)])
+    frames = iter([{name: rng.standard_normal((1, 3, *size), dtype=np.float32)} for _ in range(8)])
 
     class Reader:
         def get_next(self) -> dict[str, np.ndarray] | None:
@@ -126,7 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--out", help="markdown table to write (default: print only)")
+    g = p.add_argument_group("trained candidates (benchmarks/pareto_scores.py)")
+    g.add_argument("--trained", action="append", default=[], metavar="NAME=CKPT", help="a trained float checkpoint")
+    g.add_argument("--calib-data", action="append", default=[], help="PTQ calibration recording (repeatable)")
+    g.add_argument("--test-data", action="append", default=[], help="held-out test recording (repeatable)")
+    g.add_argument("--work", default="build/pareto", help="quantized files and scores.json (default build/pareto)")
+    g.add_argument("--plot", help="PNG of the front (with --trained)")
+    g.add_argument(
+        "--score", action=argparse.BooleanOptionalAction, default=True, help="--no-score: costs and latency only"
+    )
     args = p.parse_args(argv)
+    if args.trained:
+        return main_trained(args)
     torch.set_num_threads(args.threads)
     load0 = os.getloadavg()[0]
     rows: dict[str, dict[str, Any]] = {}
@@ -185,6 +196,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text, encoding="utf-8")
+    return 0
+
+
+def main_trained(args: argparse.Namespace) -> int:
+    """The accuracy part: score, quantize and time trained checkpoints (benchmarks/pareto_scores.py)."""
+    from benchmarks.pareto_scores import plot, run_trained, table
+
+    trained: dict[str, Path] = {}
+    for item in args.trained:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            print(f"error: --trained {item!r} is not NAME=CKPT of an existing file (e.g. 'unet w16=runs/u/best.pth')")
+            return 1
+        trained[name] = Path(path)
+    if not args.calib_data or not args.test_data:
+        print("error: --trained needs --calib-data DIR and --test-data DIR (recordings)")
+        return 1
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    result = run_trained(
+        trained, args.calib_data, args.test_data, work, args.threads, args.runs, args.rounds, args.score
+    )
+    text = table(result, next(iter(trained)))
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text, encoding="utf-8")
+    if args.plot:
+        plot(result, Path(args.plot))
     return 0
 
 

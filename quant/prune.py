@@ -11,8 +11,11 @@ How: `torch-pruning` (pip install 'laneloop[prune]') traces the dependency graph
 classes). The pruned widths go into the U-Net's ``channels`` argument, so the output is a
 normal float checkpoint (``build_model("unet", **arch_kwargs)`` rebuilds it, strict load) that
 `load_predictor`, PTQ, QAT and ONNX/OpenVINO export take like any other. Fine-tuning: AdamW,
-one-cycle, BCE+Dice (the trainer's defaults), ``--epochs`` over the train split; the val
-IoU of the result is stored in its metrics beside the pruning record.
+one-cycle, BCE+Dice (the trainer's defaults), ``--epochs`` over the train split, or with
+``--budget-cpu-min`` until that much process CPU time is spent (train.budget: the unit of the
+design study, so a pruned model's fine-tune is charged like any training); ``--augment`` adds
+the trainer's paired augmentation. The val IoU of the result is stored in its metrics beside
+the pruning record.
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ from perception.models import build_model
 from perception.models.unet import conv_names
 from perception.predictor import module_predictor
 from quant.common import QuantError, add_common_args, check_output, command_line, file_digest, run_quant_cli
+from train.augment import AugmentedDataset, PairedAugment
+from train.budget import BudgetSchedule, CpuBudget
 from train.losses import build_loss
-from train.train import make_scheduler, train_one_epoch
+from train.train import make_scheduler, steps_done, train_one_epoch
 
 INSTALL_HINT = "pip install 'laneloop[prune]' (torch-pruning)"
 
@@ -99,22 +104,39 @@ def fine_tune(
     lr: float = 1e-3,
     seed: int = 0,
     progress: bool = False,
+    budget_cpu_min: float | None = None,
+    augment: bool = False,
 ) -> dict[str, Any]:
-    """`epochs` of AdamW + one-cycle on the train split; returns the val metrics after."""
+    """`epochs` of AdamW + one-cycle on the train split (with a budget: until it is spent,
+    `epochs` the most); returns the val metrics after, with the CPU time and steps it took."""
     train_set = dataset_for(meta, data, "train")
     val_set = dataset_for(meta, data, "val")
     if len(train_set) < batch_size:
         raise QuantError(f"only {len(train_set)} training frames for batch size {batch_size} (record more frames)")
     loss_fn = build_loss("bce+dice" if meta.task.kind == "binary" else "ce", meta.task.kind, None)
     order = torch.Generator().manual_seed(seed)
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True, generator=order)
+    train_data = (
+        AugmentedDataset(train_set, PairedAugment(train_set.mean, train_set.std), seed) if augment else train_set
+    )
+    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, drop_last=True, generator=order)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = make_scheduler("onecycle", optimizer, lr, max(1, epochs * len(loader)))
+    budget = None if budget_cpu_min is None else CpuBudget(budget_cpu_min * 60.0)
+    if budget is None:
+        scheduler = make_scheduler("onecycle", optimizer, lr, max(1, epochs * len(loader)))
+    else:
+        scheduler = BudgetSchedule(optimizer, "onecycle", lr, budget)
     torch.manual_seed(seed)
+    cpu0 = time.process_time()
     for epoch in range(epochs):
-        train_one_epoch(model, loader, loss_fn, optimizer, scheduler, epoch, progress)
+        if isinstance(train_data, AugmentedDataset):
+            train_data.set_epoch(epoch)
+        train_one_epoch(model, loader, loss_fn, optimizer, scheduler, epoch, progress, budget=budget)
+        if budget is not None and budget.exhausted:
+            break
+    spent = time.process_time() - cpu0 if budget is None else budget.used_s
     model.eval()
-    return evaluate(module_predictor(model, meta), val_set, batch_size=batch_size, loss_fn=loss_fn)
+    val = evaluate(module_predictor(model, meta), val_set, batch_size=batch_size, loss_fn=loss_fn)
+    return {**val, "train_cpu_s": spent, "steps": steps_done(optimizer), "epochs_run": epoch + 1}
 
 
 def prune_checkpoint(
@@ -128,17 +150,23 @@ def prune_checkpoint(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = False,
+    budget_cpu_min: float | None = None,
+    augment: bool = False,
 ) -> tuple[Path, CheckpointMeta]:
     """Prune `model_path` by `ratio`, fine-tune `epochs` on `data` (0: none), write `out`."""
     out = check_output(out, overwrite)
     if epochs < 0:
         raise QuantError(f"--epochs must be >= 0, got {epochs}")
+    if budget_cpu_min is not None and not (budget_cpu_min > 0 and epochs > 0):
+        raise QuantError("--budget-cpu-min must be > 0, with --epochs > 0 (the most epochs it may take)")
     if epochs > 0 and not data:
         raise QuantError("fine-tuning needs --data DIR (or pass --epochs 0)")
     model, meta = build_from_checkpoint(model_path)
     size = tuple(meta.input_size)
     pruned = prune_unet(model, ratio, size)
-    val = fine_tune(pruned, meta, data, epochs, batch_size, lr, seed, progress) if epochs > 0 else {}
+    val = {}
+    if epochs > 0:
+        val = fine_tune(pruned, meta, data, epochs, batch_size, lr, seed, progress, budget_cpu_min, augment)
     record = {
         "ratio": float(ratio),
         "method": "torch-pruning MagnitudePruner, L1, per layer",
@@ -147,7 +175,15 @@ def prune_checkpoint(
         "params_after": count_params(pruned),
         "gflops_before": count_flops(model, size) / 1e9,
         "gflops_after": count_flops(pruned, size) / 1e9,
-        "fine_tune": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed},
+        "fine_tune": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "budget_cpu_min": budget_cpu_min,
+            "augment": augment,
+            **{k: val[k] for k in ("train_cpu_s", "steps", "epochs_run") if k in val},
+        },
     }
     metrics: dict[str, Any] = {"prune": record}
     if val:
@@ -169,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ratio", type=float, required=True, help="share of each conv's channels to remove, 0..1")
     parser.add_argument("--data", nargs="+", action="extend", default=None, help="dataset folder(s) to fine-tune on")
     parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default 2; 0: prune only)")
+    parser.add_argument(
+        "--budget-cpu-min",
+        type=float,
+        help="fine-tune until this much process CPU time [min] is spent (then --epochs is the most it may take)",
+    )
+    parser.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, default=False, help="the trainer's paired augmentation"
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="frames per step (default 8)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak fine-tuning learning rate (default 1e-3)")
     parser.add_argument("--out", required=True, help="output float checkpoint, e.g. runs/unet_p50.pth")
@@ -189,6 +233,8 @@ def _main(args: argparse.Namespace) -> int:
         args.seed,
         args.overwrite,
         progress=not args.no_progress and sys.stderr.isatty(),
+        budget_cpu_min=args.budget_cpu_min,
+        augment=args.augment,
     )
     rec = meta.metrics["prune"]
     iou = f", val IoU {meta.metrics['val_iou']:.4f}" if "val_iou" in meta.metrics else ""

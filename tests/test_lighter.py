@@ -76,7 +76,7 @@ def test_flops_counter_against_hand_computed_convs() -> None:
     assert count_flops(build_model("unet"), (160, 320)) == 6_415_974_400
 
 
-@pytest.mark.parametrize(("arch", "kwargs"), [("unet_ds", {}), ("lanelite", {})])
+@pytest.mark.parametrize(("arch", "kwargs"), [("unet_ds", {}), ("lanelite", {}), ("lanefast", {})])
 def test_light_designs_cost_under_an_eighth_of_unet_w16(arch: str, kwargs: dict) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -104,6 +104,14 @@ def test_prune_gives_a_smaller_normal_checkpoint(data: Path, tmp_path: Path) -> 
     assert count_params(after) < 0.35 * count_params(before)  # half the channels: about a quarter of the weights
     assert meta.metrics["prune"]["params_after"] == count_params(after)
     assert "val_iou" in meta.metrics
+    assert meta.metrics["prune"]["fine_tune"]["steps"] == 4  # 16 frames / 4 a batch, one epoch
+    # a CPU budget: fine-tunes (augmented) until it is spent, many epochs allowed, and records what it took
+    _, bmeta = prune_mod.prune_checkpoint(
+        parent, 0.5, [str(data)], 1000, tmp_path / "p50b.pth", 4, budget_cpu_min=0.01, augment=True
+    )
+    ft = bmeta.metrics["prune"]["fine_tune"]
+    assert ft["train_cpu_s"] >= 0.6 and ft["budget_cpu_min"] == 0.01 and ft["augment"] is True
+    assert 1 <= ft["epochs_run"] < 1000 and ft["steps"] >= 1
     x = torch.randn(1, 3, *SIZE)
     with torch.no_grad():
         assert after(x).shape == before(x).shape == (1, 1, *SIZE)
@@ -191,7 +199,10 @@ def test_train_with_teacher_uses_and_records_the_term(data: Path, tmp_path: Path
 # ----------------------------------------------------------------------------- int8 paths
 
 
-@pytest.fixture(scope="module", params=[("unet_ds", {"base_width": 8, "depth": 3}), ("lanelite", {"width": 8})])
+@pytest.fixture(
+    scope="module",
+    params=[("unet_ds", {"base_width": 8, "depth": 3}), ("lanelite", {"width": 8}), ("lanefast", {"width": 8})],
+)
 def light_ckpt(request, data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     arch, kwargs = request.param
     return _fit(arch, kwargs, data, tmp_path_factory.mktemp(arch) / "float.pth", steps=60)

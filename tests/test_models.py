@@ -24,6 +24,7 @@ TINY: dict[str, dict] = {
     "unet_ds": {"base_width": 4},
     "unet_ds-depth3": {"base_width": 4, "depth": 3, "decoder_ratio": 1.0},
     "lanelite": {"width": 8},
+    "lanefast": {"width": 8},
     "enet": {},
     "enet-bilinear": {"upsample": "bilinear"},
     "deeplabv3plus": {"width_mult": 0.25, "aspp_channels": 16, "decoder_channels": 16},
@@ -41,11 +42,11 @@ def _build(name: str, **extra) -> nn.Module:
 
 
 def test_registry_lists_every_arch() -> None:
-    assert available_archs() == ["deeplabv3plus", "enet", "lanelite", "segformer", "unet", "unet_ds"]
+    assert available_archs() == ["deeplabv3plus", "enet", "lanefast", "lanelite", "segformer", "unet", "unet_ds"]
 
 
 def test_unknown_arch_lists_options() -> None:
-    with pytest.raises(KeyError, match="available: deeplabv3plus, enet, lanelite, segformer, unet, unet_ds"):
+    with pytest.raises(KeyError, match="available: deeplabv3plus, enet, lanefast, lanelite, segformer, unet, unet_ds"):
         build_model("resnet")
     with pytest.raises(UnknownArchError):
         build_model("resnet")
@@ -110,6 +111,7 @@ def test_unet_default_decoder_has_no_transposed_conv() -> None:
         ("unet", {"base_width": 4, "depth": 3}, (100, 100), "104x104"),
         ("enet", {}, (60, 84), "64x88"),
         ("lanelite", {}, (60, 84), "64x88"),
+        ("lanefast", {}, (60, 84), "64x88"),
         ("unet_ds", {"base_width": 4}, (150, 320), "160x320"),
     ],
 )
@@ -154,7 +156,7 @@ def test_unet_channels_rebuild_a_pruned_shape() -> None:
         build_model("unet", base_width=8, depth=3, channels=[4, 4])
 
 
-@pytest.mark.parametrize("name", ["unet", "unet-transpose", "unet_ds", "lanelite", "enet", "deeplabv3plus"])
+@pytest.mark.parametrize("name", ["unet", "unet-transpose", "unet_ds", "lanelite", "lanefast", "enet", "deeplabv3plus"])
 def test_torch_export(name: str) -> None:
     # PT2E quantization (QUANT.md) starts from torch.export: every zoo model must export.
     model = _build(name).eval()

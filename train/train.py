@@ -65,13 +65,25 @@ from perception.models import build_model
 from perception.predictor import module_predictor
 from plumbing import atomic_output, interrupt_on_signals, parse_size, progress_bar
 from train.augment import AugmentedDataset, PairedAugment
+from train.budget import BudgetSchedule, CpuBudget
 from train.distill import Distiller, make_distiller
 from train.losses import LOSSES, build_loss
 
 log = logging.getLogger("train")
 
 SCHEDULES = ("cosine", "onecycle")
-CSV_FIELDS = ("epoch", "train_loss", "val_loss", "val_iou", "val_precision", "val_recall", "lr", "seconds")
+CSV_FIELDS = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_iou",
+    "val_precision",
+    "val_recall",
+    "lr",
+    "seconds",
+    "train_cpu_s",
+    "steps",
+)
 #: Flags that define a run: `--resume` takes them from last.pth, not from the command line.
 RUN_SETTINGS = (
     "data",
@@ -92,6 +104,7 @@ RUN_SETTINGS = (
     "teacher",
     "distill_weight",
     "distill_temperature",
+    "budget_cpu_min",
 )
 
 
@@ -172,17 +185,21 @@ def train_one_epoch(
     loader: DataLoader,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | BudgetSchedule,
     epoch: int,
     progress: bool = False,
     distiller: Distiller | None = None,
+    budget: CpuBudget | None = None,
 ) -> float:
-    """One pass over `loader`; returns the mean training loss (with the distillation term, if any).
+    """One pass over `loader` (or until `budget` is spent); returns the mean training loss
+    (with the distillation term, if any).
 
     Raises NonFiniteLossError before the step that a NaN/inf loss would poison.
     """
     model.train()
     total, batches = 0.0, 0
+    if budget is not None:
+        budget.start()
     bar = progress_bar(len(loader), f"epoch {epoch + 1}", progress, unit="batch", leave=False)
     for images, targets in loader:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -205,9 +222,19 @@ def train_one_epoch(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{total / batches:.4f}")
+        if budget is not None and budget.charge() >= budget.limit_s:
+            break
     if bar is not None:
         bar.close()
     return total / max(batches, 1)
+
+
+def steps_done(optimizer: torch.optim.Optimizer) -> int:
+    """Optimiser steps taken so far (AdamW keeps the count per parameter; a resume restores it)."""
+    for state in optimizer.state.values():
+        if "step" in state:
+            return int(state["step"])
+    return 0
 
 
 def validate(
@@ -264,7 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--distill-weight", type=float, default=1.0, help="weight of the distillation term (default 1)")
     g.add_argument("--distill-temperature", type=float, default=2.0, help="softening temperature T (default 2)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=4, help="epochs (default 4)")
+    g.add_argument("--epochs", type=int, default=4, help="epochs (default 4; with --budget-cpu-min: the most)")
+    g.add_argument(
+        "--budget-cpu-min",
+        type=float,
+        help="train until this much process CPU time [min] is spent on training steps; "
+        "the lr schedule follows the spent share (train.budget)",
+    )
     g.add_argument("--batch-size", type=int, default=8, help="frames per step (default 8)")
     g.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of AdamW (default 3e-3)")
     g.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)")
@@ -296,6 +329,8 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
     if args.lr <= 0 or args.weight_decay < 0:
         raise UsageError("--lr must be > 0 and --weight-decay >= 0")
+    if args.budget_cpu_min is not None and not args.budget_cpu_min > 0:
+        raise UsageError("--budget-cpu-min must be > 0 (CPU minutes of training)")
     if args.teacher is not None and (args.distill_weight < 0 or args.distill_temperature <= 0):
         raise UsageError("--distill-weight must be >= 0 and --distill-temperature > 0")
     settings = {k: getattr(args, k) for k in RUN_SETTINGS}
@@ -406,13 +441,18 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
     distiller, distill_record = make_distiller(settings, train_set)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     epochs = settings["epochs"]
-    scheduler = make_scheduler(settings["schedule"], optimizer, settings["lr"], epochs * len(train_loader))
+    budget_min = settings.get("budget_cpu_min")  # runs from before the option have none
+    budget = None if budget_min is None else CpuBudget(budget_min * 60.0)
+    if budget is None:
+        scheduler = make_scheduler(settings["schedule"], optimizer, settings["lr"], epochs * len(train_loader))
+    else:
+        scheduler = BudgetSchedule(optimizer, settings["schedule"], settings["lr"], budget)
 
     start, history, best_iou = 0, [], -math.inf
     if train_state is not None:
         model.load_state_dict(state_dict)
         optimizer.load_state_dict(train_state["optimizer"])
-        scheduler.load_state_dict(train_state["scheduler"])
+        scheduler.load_state_dict(train_state["scheduler"])  # a budget's spent CPU time too
         torch.set_rng_state(train_state["torch_rng"])
         start, history, best_iou = train_state["epoch"], list(train_state["history"]), train_state["best_iou"]
         print(f"resuming {out} after epoch {start}/{epochs} with its stored settings", file=sys.stderr)
@@ -436,7 +476,13 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
         order.manual_seed(epoch_seed(seed, epoch))
         if isinstance(train_data, AugmentedDataset):
             train_data.set_epoch(epoch)
-        train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, epoch, progress, distiller)
+        cpu0 = time.process_time()
+        train_loss = train_one_epoch(
+            model, train_loader, loss_fn, optimizer, scheduler, epoch, progress, distiller, budget
+        )
+        cpu_s = time.process_time() - cpu0 if budget is None else budget.used_s
+        if budget is None:
+            cpu_s += history[-1]["train_cpu_s"] if history and "train_cpu_s" in history[-1] else 0.0
         val = validate(model, meta, val_set, loss_fn, settings["batch_size"], args.workers)
         row = {
             "epoch": epoch + 1,
@@ -447,6 +493,8 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
             "val_recall": val["recall"],
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
+            "train_cpu_s": cpu_s,
+            "steps": steps_done(optimizer),
         }
         history.append(row)
         is_best = not math.isnan(val["iou"]) and val["iou"] > best_iou
@@ -478,6 +526,15 @@ def run(args: argparse.Namespace, out: Path, command: str) -> int:
             f"lr {row['lr']:.2e}  {row['seconds']:.0f} s" + ("  *best" if is_best else ""),
             flush=True,
         )
+        if budget is not None and budget.exhausted:
+            break
+    else:
+        if budget is not None and not budget.exhausted:
+            print(
+                f"warning: --epochs {epochs} ended with {budget.used_s / 60:.1f} of {budget.limit_s / 60:.1f} "
+                "CPU-min spent (raise --epochs to spend the budget)",
+                file=sys.stderr,
+            )
     if tb is not None:
         tb.close()
     print(f"best val IoU {best_iou:.4f}: {best_path}")

@@ -15,6 +15,7 @@ from torch import nn
 from ._common import SegmentationModel
 from .deeplabv3plus import DeepLabV3Plus
 from .enet import ENet
+from .lanefast import LaneFast
 from .lanelite import LaneLite
 from .segformer import SegFormer, transformers_available
 from .unet import UNet
@@ -28,7 +29,7 @@ class UnknownArchError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-_MODELS = (UNet, UNetDS, ENet, LaneLite, DeepLabV3Plus, SegFormer)
+_MODELS = (UNet, UNetDS, ENet, LaneLite, LaneFast, DeepLabV3Plus, SegFormer)
 _REGISTRY: dict[str, type[SegmentationModel]] = {cls.arch: cls for cls in _MODELS}
 
 
@@ -53,6 +54,7 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
 __all__ = [
     "DeepLabV3Plus",
     "ENet",
+    "LaneFast",
     "LaneLite",
     "SegFormer",
     "SegmentationModel",
