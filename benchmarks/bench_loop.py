@@ -94,7 +94,7 @@ def loop_latency(model: str, frames: int, rounds: int, threads: int | None, runt
 
     Interleaved rounds in one process: the predictor on recorded frames of the scenario with
     nothing else running, then the autopilot loop with the simulator stepping beside the
-    model (the default) and after it (`--no-overlap`). Same frames, same predictor object.
+    model (the default) and after it (`--overlap off`). Same frames, same predictor object.
     """
     import numpy as np
 
@@ -183,9 +183,10 @@ def loop_latency_md(row: dict[str, Any]) -> str:
             "| where | p50 ms | p90 ms | loop ms per frame | p50 / alone |",
             "|---|---:|---:|---:|---:|",
             f"| alone (bench) | {p50['alone']:.2f} | {p90['alone']:.2f} | - | 1.00 |",
-            f"| loop, simulator beside the model (default) | {p50['overlap']:.2f} | {p90['overlap']:.2f} | "
+            f"| loop, simulator beside the model (`--overlap on`) | {p50['overlap']:.2f} | {p90['overlap']:.2f} | "
             f"{wall['overlap']:.2f} | {row['ratio_overlap']:.2f} ({verdict(row['ratio_overlap'])}) |",
-            f"| loop, simulator after the model (`--no-overlap`) | {p50['sequential']:.2f} | {p90['sequential']:.2f} | "
+            f"| loop, simulator after the model (`--overlap off`) | {p50['sequential']:.2f} | "
+            f"{p90['sequential']:.2f} | "
             f"{wall['sequential']:.2f} | {row['ratio_sequential']:.2f} ({verdict(row['ratio_sequential'])}) |",
         ]
     )

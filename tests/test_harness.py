@@ -249,3 +249,12 @@ def test_report_of_a_model_drive_run(tmp_path: Path) -> None:
     page = write_report(out).read_text()
     assert "ground_truth_mask" in page and "lane" in page.lower()
     assert "<img" in page  # the plots and the strip are embedded
+
+
+def test_overlap_auto_steps_beside_the_models_only_with_a_free_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    import run_sim
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert run_sim.overlap_sim("auto", 1) and not run_sim.overlap_sim("auto", 2)
+    assert not run_sim.overlap_sim("auto", None)  # default threads: every core to the runtime
+    assert run_sim.overlap_sim("on", 2) and not run_sim.overlap_sim("off", 1)
